@@ -1,0 +1,107 @@
+"""The N-way K-shot protocol: explicit episodes and a random-access, deterministic sampler.
+
+Episode ``i`` of (split, ways, shots, queries, seed) depends on nothing else: not on the algorithm, not
+on which episodes were drawn before. Every algorithm is therefore scored on identical episodes, which
+makes comparisons paired.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+
+from .data import LabeledImages
+from .errors import ProtocolError
+
+
+@dataclass(frozen=True, eq=False)
+class Episode:
+    """One task. Support labels are 0..N-1 in class-major order; ``classes[j]`` is local label j's split class."""
+
+    support_x: torch.Tensor
+    support_y: torch.Tensor
+    query_x: torch.Tensor
+    query_y: torch.Tensor
+    classes: tuple[int, ...]
+    index: int
+    seed: int
+
+    @property
+    def n_way(self) -> int:
+        return len(self.classes)
+
+    def to(self, device: torch.device | str) -> "Episode":
+        return replace(self, support_x=self.support_x.to(device), support_y=self.support_y.to(device),
+                       query_x=self.query_x.to(device), query_y=self.query_y.to(device))
+
+    def support(self) -> "Support":
+        return Support(self.support_x, self.support_y, self.n_way)
+
+
+@dataclass(frozen=True, eq=False)
+class Support:
+    """What an algorithm sees at adaptation time: labelled examples and the number of classes."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    n_way: int
+
+
+def episode_rng(seed: int, index: int, n_way: int, k_shot: int, n_query: int) -> np.random.Generator:
+    """The generator of one episode: a function of its coordinates only."""
+    return np.random.default_rng([seed, index, n_way, k_shot, n_query, 0x6D74])
+
+
+class EpisodeSampler:
+    """Random access to the episodes of (split, n_way, k_shot, n_query, seed).
+
+    ``sampler[i]`` draws ``n_way`` distinct classes, then ``k_shot + n_query`` distinct examples per
+    class, all with one generator seeded by the episode's coordinates.
+    """
+
+    def __init__(self, data: LabeledImages, n_way: int, k_shot: int, n_query: int, seed: int,
+                 where: str = "split") -> None:
+        check_protocol(data, n_way, k_shot, n_query, where)
+        self.data, self.n_way, self.k_shot, self.n_query, self.seed = data, n_way, k_shot, n_query, seed
+        self._rows = data.class_rows.numpy()
+
+    def indices(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Chosen classes [n_way] and the rows of their examples [n_way, k_shot + n_query]."""
+        rng = episode_rng(self.seed, index, self.n_way, self.k_shot, self.n_query)
+        classes = rng.choice(self.data.n_classes, size=self.n_way, replace=False)
+        rows = self._rows[classes]
+        keys = rng.random(rows.shape)
+        keys[rows < 0] = np.inf  # padding never wins
+        order = np.argsort(keys, axis=1)[:, : self.k_shot + self.n_query]
+        return classes, np.take_along_axis(rows, order, axis=1)
+
+    def __getitem__(self, index: int) -> Episode:
+        classes, rows = self.indices(index)
+        rows_t = torch.from_numpy(rows)
+        labels = torch.arange(self.n_way)
+        return Episode(
+            support_x=self.data.as_float(rows_t[:, : self.k_shot].reshape(-1)),
+            support_y=labels.repeat_interleave(self.k_shot),
+            query_x=self.data.as_float(rows_t[:, self.k_shot:].reshape(-1)),
+            query_y=labels.repeat_interleave(self.n_query),
+            classes=tuple(int(c) for c in classes),
+            index=index,
+            seed=self.seed,
+        )
+
+
+def check_protocol(data: LabeledImages, n_way: int, k_shot: int, n_query: int, where: str) -> None:
+    """Raise a one-line :class:`ProtocolError` if the split cannot supply the episodes."""
+    if n_way < 1 or k_shot < 1 or n_query < 0:
+        raise ProtocolError(f"need ways >= 1, shots >= 1, queries >= 0; got {n_way}, {k_shot}, {n_query}")
+    if n_way > data.n_classes:
+        raise ProtocolError(f"{n_way}-way episodes need {n_way} classes but {where} has {data.n_classes}; "
+                            f"lower the ways or use a split with more classes")
+    need = k_shot + n_query
+    counts = data.class_counts
+    if len(counts) and int(counts.min()) < need:
+        worst = int(torch.argmin(counts))
+        raise ProtocolError(f"{k_shot}-shot + {n_query}-query needs {need} examples per class but class "
+                            f"{data.class_names[worst]!r} of {where} has {int(counts[worst])}; lower the "
+                            f"shots or queries")

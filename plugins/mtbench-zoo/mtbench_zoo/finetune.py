@@ -1,0 +1,82 @@
+"""Pretrain + fine-tune (the "Baseline" of Chen et al., "A Closer Look at Few-shot Classification",
+ICLR 2019, arXiv:1904.04232).
+
+Supervised pretraining on all base classes, then for each episode a new linear head fitted on the
+support set with the encoder frozen; ``finetune_backbone=True`` also fine-tunes the whole encoder (a
+copy: the fitted model is never changed), optionally with the L2-SP penalty ``l2sp * ||w - w_pre||^2``
+toward the pretrained weights (Li, Grandvalet & Davoine, ICML 2018, arXiv:1802.01483).
+"""
+from __future__ import annotations
+
+import copy
+import itertools
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mtbench import Algorithm, FitData, RunContext, Support, Target, fit_loop, hookimpl
+
+from ._common import FeaturePredictor, embed
+from .pretraining import PRETRAIN_BUDGETS, pretrained_encoder
+
+
+def l2sp_penalty(model: nn.Module, reference: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Squared L2 distance of ``model``'s parameters to ``reference`` (same names)."""
+    return sum(((p - reference[n]) ** 2).sum() for n, p in model.named_parameters())
+
+
+class Finetune(Algorithm):
+    name = "finetune"
+    kind = "transfer"
+    citation = "Chen et al. 2019, arXiv:1904.04232 (Baseline); L2-SP: Li et al. 2018, arXiv:1802.01483"
+    budgets = PRETRAIN_BUDGETS
+
+    def __init__(self, backbone: str = "conv4", pretrain_steps: int = 10_000, batch_size: int = 128,
+                 lr: float = 1e-3, head_steps: int = 100, head_lr: float = 0.01, head_weight_decay: float = 1e-3,
+                 finetune_backbone: bool = False, backbone_lr: float = 1e-3, l2sp: float = 0.0) -> None:
+        self.backbone = backbone
+        self.pretrain_steps = pretrain_steps
+        self.batch_size = batch_size
+        self.lr = lr
+        self.head_steps = head_steps
+        self.head_lr = head_lr
+        self.head_weight_decay = head_weight_decay
+        self.finetune_backbone = finetune_backbone
+        self.backbone_lr = backbone_lr
+        self.l2sp = l2sp
+
+    def fit_key(self, target: Target) -> dict:
+        return {}  # pretraining does not depend on the test protocol
+
+    def fit(self, data: FitData, ctx: RunContext) -> "Finetune":
+        self.encoder_, info = pretrained_encoder(data, ctx, self.backbone, self.pretrain_steps, self.batch_size,
+                                                 self.lr)
+        self.fit_info_ = {**info, "batchnorm": "running statistics (frozen) during adaptation and test"}
+        return self
+
+    def adapt(self, support: Support, ctx: RunContext) -> FeaturePredictor:
+        head = nn.Linear(self.encoder_.out_dim, support.n_way).to(ctx.device)
+        if not self.finetune_backbone:
+            z = embed(self.encoder_, support.x)
+            fit_loop(lambda _: F.cross_entropy(head(z), support.y), itertools.repeat(None), head.parameters(),
+                     steps=self.head_steps, ctx=ctx, lr=self.head_lr, weight_decay=self.head_weight_decay,
+                     progress=False)
+            return FeaturePredictor(self.encoder_, head)
+        encoder = copy.deepcopy(self.encoder_).eval()  # BatchNorm keeps its pretrained statistics
+        reference = {n: p.detach().clone() for n, p in self.encoder_.named_parameters()}
+
+        def loss(_) -> torch.Tensor:
+            value = F.cross_entropy(head(encoder(support.x)), support.y)
+            return value + self.l2sp * l2sp_penalty(encoder, reference) if self.l2sp else value
+
+        groups = [{"params": list(head.parameters()), "lr": self.head_lr},
+                  {"params": list(encoder.parameters()), "lr": self.backbone_lr}]
+        fit_loop(loss, itertools.repeat(None), groups, steps=self.head_steps, ctx=ctx, lr=self.head_lr,
+                 progress=False)
+        return FeaturePredictor(encoder, head)
+
+
+@hookimpl
+def register_algorithms(register):
+    register(Finetune)

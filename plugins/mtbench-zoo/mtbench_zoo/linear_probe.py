@@ -1,0 +1,60 @@
+"""Linear probe: logistic regression on frozen, L2-normalised pretrained features.
+
+Tian, Wang, Krishnan, Tenenbaum & Isola, "Rethinking Few-Shot Image Classification: a Good Embedding
+Is All You Need?", ECCV 2020, arXiv:2003.11539 (their RFS-simple; scikit-learn LogisticRegression).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from sklearn.linear_model import LogisticRegression
+
+from mtbench import Algorithm, FitData, RunContext, Support, Target, hookimpl
+
+from ._common import FeaturePredictor, embed
+from .pretraining import PRETRAIN_BUDGETS, pretrained_encoder
+
+
+class LinearProbe(Algorithm):
+    name = "linear-probe"
+    kind = "transfer"
+    citation = "Tian et al. 2020, arXiv:2003.11539"
+    budgets = PRETRAIN_BUDGETS
+
+    def __init__(self, backbone: str = "conv4", pretrain_steps: int = 10_000, batch_size: int = 128,
+                 lr: float = 1e-3, C: float = 1.0, normalize: bool = True, max_iter: int = 1000) -> None:
+        self.backbone = backbone
+        self.pretrain_steps = pretrain_steps
+        self.batch_size = batch_size
+        self.lr = lr
+        self.C = C
+        self.normalize = normalize
+        self.max_iter = max_iter
+
+    def fit_key(self, target: Target) -> dict:
+        return {}
+
+    def fit(self, data: FitData, ctx: RunContext) -> "LinearProbe":
+        self.encoder_, info = pretrained_encoder(data, ctx, self.backbone, self.pretrain_steps, self.batch_size,
+                                                 self.lr)
+        self.fit_info_ = {**info, "batchnorm": "running statistics (frozen)"}
+        return self
+
+    def _features(self, z: torch.Tensor) -> torch.Tensor:
+        return F.normalize(z, dim=1) if self.normalize else z
+
+    def adapt(self, support: Support, ctx: RunContext) -> FeaturePredictor:
+        z = self._features(embed(self.encoder_, support.x)).cpu().double().numpy()
+        clf = LogisticRegression(C=self.C, max_iter=self.max_iter).fit(z, support.y.cpu().numpy())
+        if list(clf.classes_) != list(range(support.n_way)):
+            raise ValueError(f"support set must hold every label 0..{support.n_way - 1}")
+
+        def head(features: torch.Tensor) -> torch.Tensor:
+            proba = clf.predict_proba(self._features(features).cpu().double().numpy())
+            return torch.from_numpy(proba).float().to(features.device)
+        return FeaturePredictor(self.encoder_, head, returns_logits=False)
+
+
+@hookimpl
+def register_algorithms(register):
+    register(LinearProbe)

@@ -1,0 +1,26 @@
+"""Every built-in and the example third-party algorithm pass the conformance kit."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from mtbench.testing import parametrize_with_checks
+from mtbench_zoo.finetune import Finetune
+from mtbench_zoo.linear_probe import LinearProbe
+from mtbench_zoo.protonet import ProtoNet
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plugins" / "mtbench-example"))
+from mtbench_example import PixelKnn  # noqa: E402
+
+ALGORITHMS = [
+    ProtoNet(backbone="mlp", episodes=30, train_way=5, validate_every=0),
+    Finetune(backbone="mlp", pretrain_steps=30, batch_size=20, head_steps=20),
+    Finetune(backbone="mlp", pretrain_steps=30, batch_size=20, head_steps=5, finetune_backbone=True, l2sp=0.1),
+    LinearProbe(backbone="mlp", pretrain_steps=30, batch_size=20),
+    PixelKnn(),
+]
+
+
+@parametrize_with_checks(ALGORITHMS)
+def test_conformance(algorithm, check):
+    check(algorithm)
