@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from .data import LabeledImages
-from .episode import EpisodeSampler, Support
+from .episode import EpisodeSampler, Support, TaskSampler, make_sampler
 from .params import HasParams
 
 if TYPE_CHECKING:
@@ -51,7 +51,7 @@ class Predictor(Protocol):
     """The adapted model of one episode."""
 
     def predict_proba(self, x: torch.Tensor) -> torch.Tensor:
-        """Class probabilities [n_query, n_way] (classification) or predictions (regression)."""
+        """Class probabilities [n_query, n_way] (classification; regression predictors define ``predict``)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -66,13 +66,13 @@ class FitData:
     identity: dict[str, Any] = field(default_factory=dict)  # dataset name, params, split: a cache key for artifacts
 
     def episodes(self, n_way: int, k_shot: int, n_query: int, split: str = "train",
-                 seed_offset: int = 0) -> EpisodeSampler:
+                 seed_offset: int = 0) -> EpisodeSampler | TaskSampler:
         """Training or validation episodes from the same sampler the evaluation uses."""
         data = self.train if split == "train" else self.val
         if data is None:
             raise ValueError(f"this dataset has no {split!r} split")
-        return EpisodeSampler(data, n_way, k_shot, n_query, seed=self.seed * 1000 + seed_offset,
-                              where=f"the {split} split")
+        return make_sampler(data, n_way, k_shot, n_query, seed=self.seed, where=f"the {split} split",
+                            stream=1 + seed_offset)
 
     def batches(self, batch_size: int, seed_offset: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Endless shuffled minibatches (x, y) over all base classes, for supervised pretraining."""
@@ -92,6 +92,7 @@ class Algorithm(HasParams):
     kind: ClassVar[str] = ""  # one of FAMILIES
     tags: ClassVar[Tags] = Tags()
     budgets: ClassVar[dict[str, dict[str, Any]]] = {}  # budget profile -> parameter overrides
+    adapt_params: ClassVar[frozenset[str]] = frozenset()  # parameters used only by adapt(): variants share a fit
     citation: ClassVar[str] = ""
 
     def fit_key(self, target: Target) -> dict[str, Any]:

@@ -17,6 +17,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Benchmark transfer, meta and joint few-shot learners on shared, seeded episodes.")
 out = Console()
 err = Console(stderr=True)
+PIPE_WIDTH = 200  # tables written to a pipe or file are not squeezed to 80 columns
 
 PluginOpt = typer.Option(None, "--plugin", "-p", help="Extra plugin module to load (repeatable); also $MTBENCH_PLUGINS.")
 BlockOpt = typer.Option(None, "--block", help="Plugin name not to load (repeatable); also $MTBENCH_DISABLE_PLUGINS.")
@@ -130,7 +131,8 @@ def _show(store: Any, suite: Any, fmt: str, output: Optional[Path], metric: str,
                         references=suite.references if suite else ())
         title = f"{suite.name if suite else 'all suites'}: {metric}, mean ± 95% CI (episodes)"
         if fmt == "terminal":
-            out.print(lb.render_rich(wide, title))
+            console = out if out.is_terminal else Console(width=PIPE_WIDTH)
+            console.print(lb.render_rich(wide, title))
             return
         if fmt not in lb.RENDERERS:
             raise MtbenchError(f"unknown format {fmt!r}; use terminal, markdown, csv, html or latex")

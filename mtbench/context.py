@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
 import tempfile
 import warnings
 from dataclasses import dataclass, field
@@ -82,6 +83,12 @@ class RunContext:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
         os.close(fd)
-        torch.save(value, tmp)
-        os.replace(tmp, path)
+        try:
+            torch.save(value, tmp)
+            os.replace(tmp, path)
+        except (pickle.PicklingError, AttributeError, TypeError) as exc:  # e.g. a class defined in a function
+            warnings.warn(f"not caching {key.get('kind', 'artifact')} ({exc}); it will be recomputed on resume",
+                          RuntimeWarning, stacklevel=2)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
         return value, False

@@ -7,6 +7,7 @@ makes comparisons paired.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -48,9 +49,14 @@ class Support:
     n_way: int
 
 
-def episode_rng(seed: int, index: int, n_way: int, k_shot: int, n_query: int) -> np.random.Generator:
-    """The generator of one episode: a function of its coordinates only."""
-    return np.random.default_rng([seed, index, n_way, k_shot, n_query, 0x6D74])
+def episode_rng(seed: int, index: int, n_way: int, k_shot: int, n_query: int, stream: int = 0) -> np.random.Generator:
+    """The generator of one episode: a function of its coordinates only.
+
+    ``stream`` 0 is evaluation; training and validation episodes use other streams, so they never
+    coincide with test episodes (which matters for task families such as sinusoids, where every split
+    draws from the same distribution).
+    """
+    return np.random.default_rng([seed, index, n_way, k_shot, n_query, stream, 0x6D74])
 
 
 class EpisodeSampler:
@@ -61,20 +67,26 @@ class EpisodeSampler:
     """
 
     def __init__(self, data: LabeledImages, n_way: int, k_shot: int, n_query: int, seed: int,
-                 where: str = "split") -> None:
+                 where: str = "split", stream: int = 0) -> None:
         check_protocol(data, n_way, k_shot, n_query, where)
         self.data, self.n_way, self.k_shot, self.n_query, self.seed = data, n_way, k_shot, n_query, seed
+        self.stream = stream
         self._rows = data.class_rows.numpy()
 
     def indices(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Chosen classes [n_way] and the rows of their examples [n_way, k_shot + n_query]."""
-        rng = episode_rng(self.seed, index, self.n_way, self.k_shot, self.n_query)
+        rng = episode_rng(self.seed, index, self.n_way, self.k_shot, self.n_query, self.stream)
         classes = rng.choice(self.data.n_classes, size=self.n_way, replace=False)
         rows = self._rows[classes]
         keys = rng.random(rows.shape)
         keys[rows < 0] = np.inf  # padding never wins
         order = np.argsort(keys, axis=1)[:, : self.k_shot + self.n_query]
         return classes, np.take_along_axis(rows, order, axis=1)
+
+    def fingerprint(self, index: int) -> bytes:
+        """What identifies episode ``index`` (its classes and rows), for the digest stored with results."""
+        classes, rows = self.indices(index)
+        return classes.tobytes() + rows.tobytes()
 
     def __getitem__(self, index: int) -> Episode:
         classes, rows = self.indices(index)
@@ -89,6 +101,52 @@ class EpisodeSampler:
             index=index,
             seed=self.seed,
         )
+
+
+@runtime_checkable
+class TaskDistribution(Protocol):
+    """A family of regression tasks (e.g. sinusoids): ``draw`` picks one task and ``n_points`` (x, y) of it."""
+
+    def draw(self, rng: np.random.Generator, n_points: int) -> tuple[np.ndarray, np.ndarray]:
+        ...
+
+
+class TaskSampler:
+    """Random access to regression episodes: episode ``i`` is one task with K support and Q query points.
+
+    The same seeding rule as :class:`EpisodeSampler`: episode ``i`` depends only on its coordinates.
+    """
+
+    def __init__(self, tasks: TaskDistribution, k_shot: int, n_query: int, seed: int, where: str = "split",
+                 stream: int = 0) -> None:
+        if k_shot < 1 or n_query < 1:
+            raise ProtocolError(f"regression episodes need shots >= 1 and queries >= 1 in {where}")
+        self.tasks, self.k_shot, self.n_query, self.seed, self.stream = tasks, k_shot, n_query, seed, stream
+
+    def points(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        rng = episode_rng(self.seed, index, 1, self.k_shot, self.n_query, self.stream)
+        return self.tasks.draw(rng, self.k_shot + self.n_query)
+
+    def fingerprint(self, index: int) -> bytes:
+        x, y = self.points(index)
+        return x.tobytes() + y.tobytes()
+
+    def __getitem__(self, index: int) -> Episode:
+        x, y = (torch.as_tensor(a, dtype=torch.float32).reshape(-1, 1) for a in self.points(index))
+        k = self.k_shot
+        return Episode(x[:k], y[:k], x[k:], y[k:], classes=(0,), index=index, seed=self.seed)
+
+
+def make_sampler(data: object, n_way: int, k_shot: int, n_query: int, seed: int,
+                 where: str = "split", stream: int = 0) -> EpisodeSampler | TaskSampler:
+    """The sampler for a split: N-way K-shot classification, or K-shot regression on a task family."""
+    if isinstance(data, LabeledImages):
+        return EpisodeSampler(data, n_way, k_shot, n_query, seed, where, stream)
+    if isinstance(data, TaskDistribution):
+        if n_way != 1:
+            raise ProtocolError(f"{where} is a regression task family: use ways = 1, not {n_way}")
+        return TaskSampler(data, k_shot, n_query, seed, where, stream)
+    raise ProtocolError(f"{where} is neither LabeledImages nor a TaskDistribution ({type(data).__name__})")
 
 
 def check_protocol(data: LabeledImages, n_way: int, k_shot: int, n_query: int, where: str) -> None:

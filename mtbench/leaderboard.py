@@ -41,7 +41,8 @@ def aggregate(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def protocol_label(n_way: int, k_shot: int) -> str:
-    return f"{int(n_way)}-way {int(k_shot)}-shot"
+    """'5-way 1-shot' for classification; 'K=5' for regression (one task per episode, ways = 1)."""
+    return f"{int(n_way)}-way {int(k_shot)}-shot" if n_way > 1 else f"K={int(k_shot)}"
 
 
 def pivot(table: pd.DataFrame, metric: str = "accuracy", scale: float = 100.0, digits: int = 1,

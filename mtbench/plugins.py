@@ -62,7 +62,7 @@ class Plugins:
     def _fill(self, hook_name: str, kind: str, add: Callable[[Registry, str, Callable], Callable]) -> Registry:
         registry: Registry = Registry(kind)
         hook = getattr(self.pm.hook, hook_name)
-        for impl in reversed(hook.get_hookimpls()):  # registration order
+        for impl in hook.get_hookimpls():  # registration order
             info = self.info(impl.plugin_name)
             names = self._registered.setdefault(impl.plugin_name, {}).setdefault(kind, [])
             register = add(registry, info.label, names.append)

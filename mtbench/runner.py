@@ -6,6 +6,7 @@ would be identical (same algorithm, parameters, data, seed and ``fit_key``) shar
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import time
@@ -18,12 +19,12 @@ import torch
 from .algorithm import FAMILIES, Algorithm, FitData, Target
 from .context import RunContext
 from .data import DatasetSplits
-from .episode import EpisodeSampler, check_protocol
+from .episode import make_sampler
 from .environment import environment_info
 from .errors import MtbenchError
 from .plugins import Plugins
 from .results import ROW_COLUMNS, ResultStore
-from .suites import DatasetEntry, Suite
+from .suites import AlgorithmEntry, DatasetEntry, Suite
 
 BUDGETS = ("quick", "standard", "paper")
 SAMPLER_VERSION = "episode-sampler/1"
@@ -49,9 +50,14 @@ class Cell:
     seed: int
     metrics: tuple[str, ...]
     budget: str
+    plugin: str = ""  # the registered algorithm; ``algorithm`` is its label in this suite
+
+    @property
+    def algorithm_name(self) -> str:
+        return self.plugin or self.algorithm
 
     def spec(self) -> dict[str, Any]:
-        return {"suite": self.suite, "algorithm": self.algorithm, "params": self.params,
+        return {"suite": self.suite, "algorithm": self.algorithm, "plugin": self.algorithm_name, "params": self.params,
                 "dataset": self.dataset.name, "dataset_params": self.dataset.params, "split": self.dataset.split,
                 "train_dataset": self.dataset.base.name, "train_dataset_params": self.dataset.base.params,
                 "n_way": self.n_way, "k_shot": self.k_shot, "n_query": self.n_query,
@@ -68,13 +74,13 @@ class Cell:
         return Target(self.n_way, self.k_shot, self.n_query)
 
 
-def resolve_params(cls: type[Algorithm], suite: Suite, budget: str,
+def resolve_params(cls: type[Algorithm], suite: Suite, entry: AlgorithmEntry, budget: str,
                    overrides: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """Defaults < the algorithm's budget profile < the suite's overrides < command-line overrides."""
     alg = cls()
     alg.set_params(**cls.budgets.get(budget, {}))
-    alg.set_params(**suite.overrides(cls.name, budget))
-    alg.set_params(**(overrides or {}).get(cls.name, {}))
+    alg.set_params(**suite.overrides(entry, budget))
+    alg.set_params(**(overrides or {}).get(entry.id, {}))
     return alg.get_params()
 
 
@@ -85,8 +91,8 @@ def plan_cells(suite: Suite, plugins: Plugins, budget: str | None = None, algori
     budget = budget or suite.default_budget
     if budget not in BUDGETS:
         raise MtbenchError(f"unknown budget {budget!r}; use one of {', '.join(BUDGETS)}")
-    names = list(algorithms or suite.algorithms)
-    classes = {name: plugins.algorithms.get(name) for name in names}
+    entries = [suite.entry(name) for name in algorithms] if algorithms else list(suite.algorithms)
+    classes = {entry.id: plugins.algorithms.get(entry.name) for entry in entries}
     for name, cls in classes.items():
         if cls.kind not in FAMILIES:
             raise MtbenchError(f"algorithm {name!r} declares kind {cls.kind!r}; expected one of {FAMILIES}")
@@ -97,12 +103,12 @@ def plan_cells(suite: Suite, plugins: Plugins, budget: str | None = None, algori
         plugins.metrics.get(metric)
     for name in (overrides or {}):
         if name not in classes:
-            raise MtbenchError(f"--set names algorithm {name!r}, which is not in this run ({', '.join(names)})")
-    params = {name: resolve_params(cls, suite, budget, overrides) for name, cls in classes.items()}
-    return [Cell(suite.name, name, params[name], entry, n_way, k_shot, suite.n_query,
-                 n_episodes or suite.n_episodes, seed, suite.metrics, budget)
+            raise MtbenchError(f"--set names algorithm {name!r}, which is not in this run ({', '.join(classes)})")
+    params = {e.id: resolve_params(classes[e.id], suite, e, budget, overrides) for e in entries}
+    return [Cell(suite.name, e.id, params[e.id], entry, n_way, k_shot, suite.n_query,
+                 n_episodes or suite.n_episodes, seed, suite.metrics, budget, e.name)
             for entry in suite.datasets for (n_way, k_shot) in suite.protocols
-            for seed in (seeds or suite.seeds) for name in names]
+            for seed in (seeds or suite.seeds) for e in entries]
 
 
 def training_cost(fit_info: dict[str, Any]) -> dict[str, Any]:
@@ -130,6 +136,7 @@ class Runner:
         self.on_result = on_result
         self._datasets: dict[str, DatasetSplits] = {}
         self._environment: dict[str, Any] | None = None
+        self._fits: dict[str, tuple[dict[str, Any], bool]] = {}
 
     # -- data ---------------------------------------------------------------------------------------
     def dataset(self, entry: DatasetEntry) -> DatasetSplits:
@@ -144,9 +151,8 @@ class Runner:
         self.dataset(base).split("train", base.name)
         splits = self.dataset(cell.dataset)
         test = splits.split(cell.dataset.split, cell.dataset.name)
-        if hasattr(test, "class_rows"):
-            check_protocol(test, cell.n_way, cell.k_shot, cell.n_query,
-                           f"{cell.dataset.name} split {cell.dataset.split!r}")
+        make_sampler(test, cell.n_way, cell.k_shot, cell.n_query, cell.seed,
+                     f"{cell.dataset.name} split {cell.dataset.split!r}")
         task = self.plugins.datasets.get(cell.dataset.name).task
         for name in cell.metrics:
             metric = self.plugins.metrics.get(name)
@@ -181,19 +187,20 @@ class Runner:
 
     def fit(self, cell: Cell, test: Any) -> tuple[Algorithm, dict[str, Any]]:
         """Fit (or load the stored fit of) the cell's algorithm; returns it and its timings."""
-        cls = self.plugins.algorithms.get(cell.algorithm)
+        cls = self.plugins.algorithms.get(cell.algorithm_name)
         alg = cls().set_params(**cell.params)
         base = cell.dataset.base
         identity = {"dataset": base.name, "params": base.params}
-        key = {"kind": "fit", "algorithm": cell.algorithm, "version": cls.code_version(), "params": cell.params,
+        fit_params = {k: v for k, v in cell.params.items() if k not in cls.adapt_params}
+        key = {"kind": "fit", "algorithm": cell.algorithm_name, "version": cls.code_version(), "params": fit_params,
                "data": identity, "seed": cell.seed, "budget": cell.budget, "device": self.device.type,
                "fit_key": alg.fit_key(cell.target)}
-        if cls.tags.uses_unlabeled_target:
+        if alg.tags.uses_unlabeled_target:
             key["unlabeled_target"] = cell.dataset.identity()
         splits = self.dataset(base)
         data = FitData(train=splits.split("train", base.name), val=splits.splits.get("val"),
                        target=cell.target, seed=cell.seed,
-                       unlabeled_target=test.images if cls.tags.uses_unlabeled_target else None,
+                       unlabeled_target=test.images if alg.tags.uses_unlabeled_target else None,
                        identity=identity)
         ctx = self.context(cell.seed, cell.budget)
 
@@ -203,8 +210,15 @@ class Runner:
             alg.fit(data, ctx)
             return {"algorithm": alg, "fit_s": time.perf_counter() - start}
 
-        stored, cached = self.context(cell.seed, cell.budget, "fits").cached(key, make)
-        return stored["algorithm"], {"fit_s": round(stored["fit_s"], 3), "fit_reused": cached}
+        memo = _digest(key, 32)
+        in_memory = memo in self._fits
+        if not in_memory:  # one fit in memory at a time; earlier fits are reloaded from disk
+            self._fits = {memo: self.context(cell.seed, cell.budget, "fits").cached(key, make)}
+        stored, cached = self._fits[memo]
+        cached = cached or in_memory
+        stored = {**stored, "algorithm": copy.deepcopy(stored["algorithm"])}
+        fitted = stored["algorithm"].set_params(**{k: cell.params[k] for k in cls.adapt_params})
+        return fitted, {"fit_s": round(stored["fit_s"], 3), "fit_reused": cached}
 
     def run_cell(self, cell: Cell) -> Path:
         splits = self.dataset(cell.dataset)
@@ -217,7 +231,7 @@ class Runner:
             "dataset_info": splits.describe(),
             "train_dataset_info": self.dataset(cell.dataset.base).describe(),
             "algorithm": {"name": cls.name, "kind": cls.kind, "version": cls.code_version(),
-                          "provider": self.plugins.algorithms.providers[cls.name], "tags": cls.tags.as_dict(),
+                          "provider": self.plugins.algorithms.providers[cls.name], "tags": alg.tags.as_dict(),
                           "citation": cls.citation},
             "timings": {**timings, **eval_info.pop("timings"), **training_cost(alg.fit_info())},
             "episodes": eval_info,
@@ -235,8 +249,9 @@ class Runner:
 
     def evaluate(self, alg: Algorithm, cell: Cell, test: Any) -> tuple[list[list[Any]], dict[str, Any]]:
         """Adapt to each episode's support set and score its query set; rows are (episode, metric, value, ms)."""
-        sampler = EpisodeSampler(test, cell.n_way, cell.k_shot, cell.n_query, cell.seed,
-                                 where=f"{cell.dataset.name} split {cell.dataset.split!r}")
+        sampler = make_sampler(test, cell.n_way, cell.k_shot, cell.n_query, cell.seed,
+                               where=f"{cell.dataset.name} split {cell.dataset.split!r}")
+        regression = self.plugins.datasets.get(cell.dataset.name).task == "regression"
         metrics = [self.plugins.metrics.get(m) for m in cell.metrics]
         ctx = self.context(cell.seed, cell.budget)
         fingerprint = hashlib.sha256()
@@ -246,12 +261,12 @@ class Runner:
         label = f"eval {cell.algorithm} {cell.dataset.name} {cell.n_way}w{cell.k_shot}s seed {cell.seed}"
         with ctx.progress(label, cell.n_episodes) as advance:
             for index in range(cell.n_episodes):
-                classes, picked = sampler.indices(index)
-                fingerprint.update(classes.tobytes() + picked.tobytes())
+                fingerprint.update(sampler.fingerprint(index))
                 episode = sampler[index].to(self.device)
                 torch.manual_seed(cell.seed * 1_000_003 + index)  # adaptation randomness is per episode
                 t0 = time.perf_counter()
-                output = alg.adapt(episode.support(), ctx).predict_proba(episode.query_x)
+                predictor = alg.adapt(episode.support(), ctx)
+                output = predictor.predict(episode.query_x) if regression else predictor.predict_proba(episode.query_x)
                 if self.device.type == "cuda":
                     torch.cuda.synchronize(self.device)
                 ms = (time.perf_counter() - t0) * 1000

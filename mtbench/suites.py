@@ -3,7 +3,7 @@
 A suite is a TOML file (or a :class:`Suite` built in Python) such as::
 
     name = "fewshot"
-    algorithms = ["protonet", "finetune"]
+    algorithms = ["protonet", "finetune", { name = "maml", label = "maml-10-steps", params = { test_inner_steps = 10 } }]
     metrics = ["accuracy"]
     episodes = 600
     queries = 15
@@ -52,6 +52,19 @@ class DatasetEntry:
 
 
 @dataclass(frozen=True)
+class AlgorithmEntry:
+    """An algorithm of a suite; ``label`` names a variant (e.g. MAML evaluated after 10 steps)."""
+
+    name: str
+    label: str = ""
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def id(self) -> str:
+        return self.label or self.name
+
+
+@dataclass(frozen=True)
 class Reference:
     """A published figure shown beside ours (with its citation)."""
 
@@ -69,7 +82,7 @@ class Reference:
 @dataclass(frozen=True)
 class Suite:
     name: str
-    algorithms: tuple[str, ...]
+    algorithms: tuple[AlgorithmEntry, ...]
     datasets: tuple[DatasetEntry, ...]
     protocols: tuple[tuple[int, int], ...]  # (n_way, k_shot)
     n_query: int = 15
@@ -83,9 +96,20 @@ class Suite:
     references: tuple[Reference, ...] = ()
     source: str = ""
 
-    def overrides(self, algorithm: str, budget: str) -> dict[str, Any]:
-        """The suite's parameter overrides for one algorithm at one budget."""
-        return {**self.params.get(algorithm, {}), **self.budgets.get(budget, {}).get(algorithm, {})}
+    def overrides(self, entry: AlgorithmEntry, budget: str) -> dict[str, Any]:
+        """The suite's parameter overrides for one algorithm entry at one budget (variant params last)."""
+        out: dict[str, Any] = {}
+        for key in dict.fromkeys([entry.name, entry.id]):
+            out.update(self.params.get(key, {}))
+            out.update(self.budgets.get(budget, {}).get(key, {}))
+        return {**out, **entry.params}
+
+    def entry(self, name: str) -> AlgorithmEntry:
+        """The suite's entry with this label or name, else a plain entry (``--algorithm`` outside the suite)."""
+        for entry in self.algorithms:
+            if name == entry.id:
+                return entry
+        return AlgorithmEntry(name)
 
 
 def load_suite(obj: Suite | str | Path) -> Suite:
@@ -163,6 +187,16 @@ def parse_suite(raw: dict[str, Any], where: str) -> Suite:
         p = _Reader(entry, where, f"protocols[{i}].")
         p.unknown({"ways", "shots"})
         protocols.append((p.get("ways", int), p.get("shots", int)))
+    algorithms = []
+    for i, item in enumerate(r.get("algorithms", list)):
+        if isinstance(item, str):
+            algorithms.append(AlgorithmEntry(item))
+            continue
+        if not isinstance(item, dict):
+            raise SuiteError(f"suite {where}: key 'algorithms[{i}]' must be a string or a table, got {item!r}")
+        a = _Reader(item, where, f"algorithms[{i}].")
+        a.unknown({"name", "label", "params"})
+        algorithms.append(AlgorithmEntry(a.get("name", str), a.get("label", str, ""), dict(a.get("params", dict, {}))))
     references = []
     for i, entry in enumerate(r.get("references", list, [], item=dict)):
         f = _Reader(entry, where, f"references[{i}].")
@@ -181,7 +215,7 @@ def parse_suite(raw: dict[str, Any], where: str) -> Suite:
         raise SuiteError(f"suite {where}: needs at least one [[datasets]] and one [[protocols]] entry")
     return Suite(
         name=r.get("name", str), description=r.get("description", str, ""),
-        algorithms=tuple(r.get("algorithms", list, item=str)), datasets=tuple(datasets),
+        algorithms=tuple(algorithms), datasets=tuple(datasets),
         protocols=tuple(protocols), n_query=r.get("queries", int, 15), n_episodes=r.get("episodes", int, 600),
         seeds=tuple(r.get("seeds", list, [0], item=int)), metrics=tuple(r.get("metrics", list, ["accuracy"], item=str)),
         default_budget=r.get("default_budget", str, "quick"), params=params, budgets=budgets,

@@ -64,7 +64,8 @@ def test_algorithms_in_different_orders_see_identical_episodes(tmp_path):
     make_runner(plugins, tmp_path / "ba").run(list(reversed(backward)))
     second = dict(SEEN)
     assert len(first["spy-a"]) == 2 * 15  # two protocols of the smoke suite
-    assert first["spy-a"] == first["spy-b"] == second["spy-a"] == second["spy-b"]
+    assert first["spy-a"] == first["spy-b"] and second["spy-a"] == second["spy-b"]
+    assert sorted(first["spy-a"]) == sorted(second["spy-b"])  # the second run went through protocols backwards
     assert len(set(first["spy-a"])) == 30  # and the episodes differ from each other
 
     digests = {}

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -173,9 +174,10 @@ def register_algorithms(register):
 
 def test_test_module_plugin_and_installed_package_reach_the_leaderboard(tmp_path):
     """One plugin from a module (--plugin), one installed by pip through the entry point."""
-    site = tmp_path / "site"
+    site, source = tmp_path / "site", tmp_path / "mtbench-example"
+    shutil.copytree(ROOT / "plugins" / "mtbench-example", source)  # pip builds in place: keep the checkout clean
     pip = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-                          "--target", str(site), str(ROOT / "plugins" / "mtbench-example")],
+                          "--target", str(site), str(source)],
                          capture_output=True, text=True, timeout=300)
     assert pip.returncode == 0, pip.stderr
     (tmp_path / "my_test_plugin.py").write_text(TEST_MODULE_PLUGIN)
