@@ -77,6 +77,7 @@ class FitData:
     def batches(self, batch_size: int, seed_offset: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Endless shuffled minibatches (x, y) over all base classes, for supervised pretraining."""
         data: LabeledImages = self.train
+        batch_size = min(batch_size, len(data.labels))  # a tiny base set still yields batches
         rng = np.random.default_rng([self.seed, seed_offset, 0x7072])
         while True:
             order = torch.from_numpy(rng.permutation(len(data.labels)))

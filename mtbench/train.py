@@ -46,7 +46,7 @@ def make_optimizer(params: Iterable[Any], name: str, lr: float,
     if name == "adam":
         return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
     if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=True)
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=momentum > 0)
     raise ValueError(f"unknown optimizer {name!r}; use adam or sgd")
 
 
@@ -63,6 +63,8 @@ def fit_loop(
     lr_decay_every: int | None = None,
     lr_decay: float = 0.5,
     cosine: bool = False,
+    linear_decay: bool = False,
+    momentum: float = 0.9,
     grad_clip: float | None = None,
     validate: Callable[[], dict[str, float]] | None = None,
     validate_every: int = 0,
@@ -83,9 +85,12 @@ def fit_loop(
     else:
         groups = [{"params": [p for p in params if p.requires_grad]}]
     params = [p for g in groups for p in g["params"]]
-    opt = make_optimizer(groups, optimizer, lr, weight_decay)
-    if cosine:
-        sched: torch.optim.lr_scheduler.LRScheduler | None = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    opt = make_optimizer(groups, optimizer, lr, weight_decay, momentum)
+    if linear_decay:  # to zero at the last step (Reptile's meta step size)
+        sched: torch.optim.lr_scheduler.LRScheduler | None = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda i: 1.0 - i / steps)
+    elif cosine:
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     elif lr_decay_every:
         sched = torch.optim.lr_scheduler.StepLR(opt, lr_decay_every, gamma=lr_decay)
     else:

@@ -64,7 +64,19 @@ def _conv4_strided(in_shape: tuple[int, ...], **kwargs) -> nn.Module:
     return Conv4(in_shape, pool=False, **kwargs).to(memory_format=torch.channels_last)
 
 
-BACKBONES: dict[str, Callable[..., nn.Module]] = {"conv4": _conv4, "conv4-strided": _conv4_strided, "mlp": MLP}
+def _conv4_maml(in_shape: tuple[int, ...], **kwargs) -> nn.Module:
+    """Strided Conv-4 with batch-statistics norms written with plain ops, for gradient-based meta-learning."""
+    from .functional import MetaConv4
+    return MetaConv4(in_shape, **kwargs).to(memory_format=torch.channels_last)
+
+
+def _sine_mlp(in_shape: tuple[int, ...], **kwargs) -> nn.Module:
+    """Finn et al. 2017 sinusoid network body: 1-40-40 with ReLU (the head adds the final 40-1 layer)."""
+    return MLP(in_shape, hidden=(40, 40))
+
+
+BACKBONES: dict[str, Callable[..., nn.Module]] = {"conv4": _conv4, "conv4-strided": _conv4_strided, "mlp": MLP,
+                                                  "conv4-maml": _conv4_maml, "sine-mlp": _sine_mlp}
 
 
 @hookimpl

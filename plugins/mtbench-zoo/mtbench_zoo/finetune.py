@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import copy
 import itertools
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mtbench import Algorithm, FitData, RunContext, Support, Target, fit_loop, hookimpl
+from mtbench import Algorithm, FitData, LabeledImages, RunContext, Support, Target, fit_loop, hookimpl
 
 from ._common import FeaturePredictor, embed
 from .pretraining import PRETRAIN_BUDGETS, pretrained_encoder
@@ -31,6 +32,7 @@ class Finetune(Algorithm):
     kind = "transfer"
     citation = "Chen et al. 2019, arXiv:1904.04232 (Baseline); L2-SP: Li et al. 2018, arXiv:1802.01483"
     budgets = PRETRAIN_BUDGETS
+    adapt_params = frozenset({"head_steps", "head_lr", "head_weight_decay", "finetune_backbone", "backbone_lr", "l2sp"})
 
     def __init__(self, backbone: str = "conv4", pretrain_steps: int = 10_000, batch_size: int = 128,
                  lr: float = 1e-3, head_steps: int = 100, head_lr: float = 0.01, head_weight_decay: float = 1e-3,
@@ -52,10 +54,15 @@ class Finetune(Algorithm):
     def fit(self, data: FitData, ctx: RunContext) -> "Finetune":
         self.encoder_, info = pretrained_encoder(data, ctx, self.backbone, self.pretrain_steps, self.batch_size,
                                                  self.lr)
+        self.regression_ = not isinstance(data.train, LabeledImages)
+        self.head_ = info.pop("head") if self.regression_ else None  # regression keeps its output layer
+        info.pop("head", None)
         self.fit_info_ = {**info, "batchnorm": "running statistics (frozen) during adaptation and test"}
         return self
 
-    def adapt(self, support: Support, ctx: RunContext) -> FeaturePredictor:
+    def adapt(self, support: Support, ctx: RunContext):
+        if self.regression_:
+            return self.adapt_regression(support, ctx)
         head = nn.Linear(self.encoder_.out_dim, support.n_way).to(ctx.device)
         if not self.finetune_backbone:
             z = embed(self.encoder_, support.x)
@@ -75,6 +82,28 @@ class Finetune(Algorithm):
         fit_loop(loss, itertools.repeat(None), groups, steps=self.head_steps, ctx=ctx, lr=self.head_lr,
                  progress=False)
         return FeaturePredictor(encoder, head)
+
+
+    def adapt_regression(self, support: Support, ctx: RunContext) -> "Regressor":
+        """Fine-tune the whole pretrained network with ``head_steps`` plain gradient steps (Finn et al.'s baseline)."""
+        net = copy.deepcopy(nn.Sequential(self.encoder_, self.head_))
+        reference = {n: p.detach().clone() for n, p in net.named_parameters()}
+
+        def loss(_) -> torch.Tensor:
+            value = F.mse_loss(net(support.x), support.y)
+            return value + self.l2sp * l2sp_penalty(net, reference) if self.l2sp else value
+        fit_loop(loss, itertools.repeat(None), net.parameters(), steps=self.head_steps, ctx=ctx, lr=self.head_lr,
+                 optimizer="sgd", momentum=0.0, progress=False)
+        return Regressor(net)
+
+
+@dataclass(frozen=True)
+class Regressor:
+    net: nn.Module
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
 
 
 @hookimpl

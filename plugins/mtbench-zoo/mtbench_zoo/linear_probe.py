@@ -20,6 +20,7 @@ class LinearProbe(Algorithm):
     kind = "transfer"
     citation = "Tian et al. 2020, arXiv:2003.11539"
     budgets = PRETRAIN_BUDGETS
+    adapt_params = frozenset({"C", "normalize", "max_iter"})
 
     def __init__(self, backbone: str = "conv4", pretrain_steps: int = 10_000, batch_size: int = 128,
                  lr: float = 1e-3, C: float = 1.0, normalize: bool = True, max_iter: int = 1000) -> None:
@@ -37,6 +38,7 @@ class LinearProbe(Algorithm):
     def fit(self, data: FitData, ctx: RunContext) -> "LinearProbe":
         self.encoder_, info = pretrained_encoder(data, ctx, self.backbone, self.pretrain_steps, self.batch_size,
                                                  self.lr)
+        info.pop("head", None)
         self.fit_info_ = {**info, "batchnorm": "running statistics (frozen)"}
         return self
 

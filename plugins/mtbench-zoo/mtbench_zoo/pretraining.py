@@ -7,13 +7,15 @@ the work is done once per run.
 from __future__ import annotations
 
 import hashlib
+import itertools
 from pathlib import Path
+from typing import Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mtbench import FitData, RunContext, fit_loop
+from mtbench import FitData, LabeledImages, RunContext, fit_loop
 
 from ._common import nearest_centroid_accuracy
 
@@ -35,24 +37,37 @@ def pretrained_encoder(data: FitData, ctx: RunContext, backbone: str, steps: int
            "batch_size": batch_size, "lr": lr, "validate_every": validate_every, "val_episodes": val_episodes,
            "code": CODE_VERSION}
 
+    regression = not isinstance(data.train, LabeledImages)
+
     def make() -> dict:
         torch.manual_seed(data.seed)
-        encoder = ctx.build_backbone(backbone, data.train.shape)
-        head = nn.Linear(encoder.out_dim, data.train.n_classes).to(ctx.device)
+        encoder = ctx.build_backbone(backbone, (1,) if regression else data.train.shape)
+        head = nn.Linear(encoder.out_dim, 1 if regression else data.train.n_classes).to(ctx.device)
+        criterion = F.mse_loss if regression else F.cross_entropy
+        batches = task_batches(data, batch_size) if regression else data.batches(batch_size)
 
         def loss(batch) -> torch.Tensor:
             x, y = batch
-            return F.cross_entropy(head(encoder(x.to(ctx.device))), y.to(ctx.device))
+            return criterion(head(encoder(x.to(ctx.device))), y.to(ctx.device))
 
         validate = None
-        if data.val is not None and validate_every:
+        if data.val is not None and validate_every and not regression:
             validate = lambda: {"val_accuracy": nearest_centroid_accuracy(encoder, data, ctx, val_episodes)}
-        history = fit_loop(loss, data.batches(batch_size), [*encoder.parameters(), *head.parameters()],
+        history = fit_loop(loss, batches, [*encoder.parameters(), *head.parameters()],
                            steps=steps, ctx=ctx, lr=lr, cosine=True, validate=validate,
                            validate_every=validate_every,
-                           description=f"pretrain {backbone} on {data.train.n_classes} classes")
+                           description=f"pretrain {backbone} on all base {'tasks' if regression else 'classes'}")
         encoder.eval()
-        return {"encoder": encoder, "history": history.as_dict()}
+        return {"encoder": encoder, "head": head, "history": history.as_dict()}
 
     value, reused = ctx.cached(key, make)
-    return value["encoder"], {"history": value["history"], "pretrain_reused": reused}
+    return value["encoder"], {"history": value["history"], "pretrain_reused": reused, "head": value["head"]}
+
+
+def task_batches(data: FitData, tasks_per_batch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Regression pretraining ("pretrain on all tasks", Finn et al. 2017): the points of many tasks pooled."""
+    sampler = data.episodes(1, 10, 10, seed_offset=11)  # 20 points per task, whatever the test protocol
+    for start in itertools.count(step=tasks_per_batch):
+        episodes = [sampler[start + i] for i in range(tasks_per_batch)]
+        yield (torch.cat([t for e in episodes for t in (e.support_x, e.query_x)]),
+               torch.cat([t for e in episodes for t in (e.support_y, e.query_y)]))

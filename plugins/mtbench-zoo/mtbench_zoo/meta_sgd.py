@@ -1,0 +1,30 @@
+"""Meta-SGD (Li, Zhou, Chen & Li, "Meta-SGD: Learning to Learn Quickly for Few-Shot Learning",
+2017, arXiv:1707.09835): MAML whose inner step size is a learned tensor per parameter, meta-learned
+together with the initialisation (one inner step, as in the paper).
+"""
+from __future__ import annotations
+
+import torch
+
+from mtbench import FitData, RunContext, hookimpl
+
+from .functional import Params
+from .maml import MAML
+
+
+class MetaSGD(MAML):
+    name = "meta-sgd"
+    citation = "Li et al. 2017, arXiv:1707.09835"
+
+    def build(self, data: FitData, ctx: RunContext) -> None:
+        super().build(data, ctx)
+        init = self.settings(data.target.n_way)["inner_lr"]
+        self.step_sizes_ = {n: torch.full_like(p, init).requires_grad_() for n, p in self.model_.named_parameters()}
+
+    def lr_parameters(self) -> Params:
+        return self.step_sizes_
+
+
+@hookimpl
+def register_algorithms(register):
+    register(MetaSGD)
