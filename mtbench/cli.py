@@ -55,6 +55,19 @@ def _parse_sets(values: list[str] | None) -> dict[str, dict[str, Any]]:
     return result
 
 
+def _parse_protocols(values: list[str] | None) -> list[tuple[int, int]] | None:
+    """``5w1s`` -> (5, 1)."""
+    if not values:
+        return None
+    out = []
+    for value in values:
+        ways, sep, shots = value.lower().rstrip("s").partition("w")
+        if not sep or not ways.isdigit() or not shots.isdigit():
+            raise MtbenchError(f"--protocol {value!r} must look like 5w1s (ways, then shots)")
+        out.append((int(ways), int(shots)))
+    return out
+
+
 def _resolve_suite(name: str, plugins: Any):
     from .suites import load_suite
     if name.endswith(".toml") or os.sep in name:
@@ -84,6 +97,7 @@ def run(
     algorithm: Optional[List[str]] = typer.Option(None, "--algorithm", "-a", help="Run only these algorithms (repeatable)."),
     seed: Optional[List[int]] = typer.Option(None, "--seed", help="Seeds to run (repeatable; default: the suite's)."),
     episodes: Optional[int] = typer.Option(None, "--episodes", help="Test episodes per cell (default: the suite's)."),
+    protocol: Optional[List[str]] = typer.Option(None, "--protocol", help="Only these protocols, e.g. 5w1s (repeatable)."),
     set_: Optional[List[str]] = typer.Option(None, "--set", help="Override a hyperparameter: ALGORITHM.PARAM=VALUE."),
     device: str = typer.Option("auto", "--device", help="cpu | cuda | cuda:N | auto."),
     results_dir: Path = ResultsOpt,
@@ -102,7 +116,8 @@ def run(
     with user_errors():
         plugins = _plugins(plugin, block)
         the_suite = _resolve_suite(suite, plugins)
-        cells = plan_cells(the_suite, plugins, budget, algorithm, seed, episodes, _parse_sets(set_))
+        cells = plan_cells(the_suite, plugins, budget, algorithm, seed, episodes, _parse_sets(set_),
+                           _parse_protocols(protocol))
         store = ResultStore(results_dir)
         with Reporter(enabled=not quiet, console=err) as reporter:
             runner = Runner(plugins, store, resolve_device(device), data_dir(data), results_dir / ".cache",

@@ -14,7 +14,7 @@ import pandas as pd
 
 from .suites import Reference
 
-GROUP = ["suite", "dataset", "split", "algorithm", "kind", "n_way", "k_shot", "n_query", "metric"]
+GROUP = ["suite", "dataset", "split", "algorithm", "kind", "budget", "n_way", "k_shot", "n_query", "metric"]
 
 
 def ci95(values: Iterable[float]) -> float:
@@ -54,8 +54,8 @@ def pivot(table: pd.DataFrame, metric: str = "accuracy", scale: float = 100.0, d
     refs = {(r.dataset, r.algorithm, r.n_way, r.k_shot): r for r in references if r.metric == metric}
     protocols = sorted({(int(w), int(k)) for w, k in zip(sub["n_way"], sub["k_shot"])}, key=lambda p: (p[0], p[1]))
     records = []
-    for (dataset, algorithm, kind), rows in sub.groupby(["dataset", "algorithm", "kind"], sort=False):
-        record: dict[str, Any] = {"dataset": dataset, "algorithm": algorithm, "kind": kind}
+    for (dataset, algorithm, kind, budget), rows in sub.groupby(["dataset", "algorithm", "kind", "budget"], sort=False):
+        record: dict[str, Any] = {"dataset": dataset, "algorithm": algorithm, "kind": kind, "budget": budget}
         for w, k in protocols:
             hit = rows[(rows["n_way"] == w) & (rows["k_shot"] == k)]
             label = protocol_label(w, k)
@@ -117,7 +117,7 @@ def render_rich(wide: pd.DataFrame, title: str = "") -> Any:
 
     table = Table(title=title or None)
     for col in wide.columns:
-        table.add_column(str(col), justify="left" if col in ("dataset", "algorithm", "kind") else "right")
+        table.add_column(str(col), justify="left" if col in ("dataset", "algorithm", "kind", "budget") else "right")
     for _, row in wide.iterrows():
         table.add_row(*(str(row[c]) for c in wide.columns))
     return table

@@ -86,7 +86,8 @@ def resolve_params(cls: type[Algorithm], suite: Suite, entry: AlgorithmEntry, bu
 
 def plan_cells(suite: Suite, plugins: Plugins, budget: str | None = None, algorithms: list[str] | None = None,
                seeds: list[int] | None = None, n_episodes: int | None = None,
-               overrides: dict[str, dict[str, Any]] | None = None) -> list[Cell]:
+               overrides: dict[str, dict[str, Any]] | None = None,
+               protocols: list[tuple[int, int]] | None = None) -> list[Cell]:
     """Every cell of the suite, with names checked (unknown names fail here, before any training)."""
     budget = budget or suite.default_budget
     if budget not in BUDGETS:
@@ -105,9 +106,16 @@ def plan_cells(suite: Suite, plugins: Plugins, budget: str | None = None, algori
         if name not in classes:
             raise MtbenchError(f"--set names algorithm {name!r}, which is not in this run ({', '.join(classes)})")
     params = {e.id: resolve_params(classes[e.id], suite, e, budget, overrides) for e in entries}
+    chosen = list(suite.protocols)
+    if protocols:
+        missing = [p for p in protocols if p not in chosen]
+        if missing:
+            have = ", ".join(f"{w}w{k}s" for w, k in chosen)
+            raise MtbenchError(f"--protocol {missing[0][0]}w{missing[0][1]}s is not in suite {suite.name!r} ({have})")
+        chosen = [p for p in chosen if p in protocols]
     return [Cell(suite.name, e.id, params[e.id], entry, n_way, k_shot, suite.n_query,
                  n_episodes or suite.n_episodes, seed, suite.metrics, budget, e.name)
-            for entry in suite.datasets for (n_way, k_shot) in suite.protocols
+            for entry in suite.datasets for (n_way, k_shot) in chosen
             for seed in (seeds or suite.seeds) for e in entries]
 
 

@@ -46,7 +46,7 @@ def test_pivot_and_markdown():
     assert b["5-way 5-shot"] == "–" and b["5-way 1-shot paper"] == "–"
     assert list(wide["algorithm"]) == ["a", "b"]  # best first
     text = lb.render_markdown(wide, "title")
-    assert "| d | a | meta | 80.0 ± 16.0 (4) |" in text
+    assert "| d | a | meta | quick | 80.0 ± 16.0 (4) |" in text
     assert text.startswith("# title")
 
 

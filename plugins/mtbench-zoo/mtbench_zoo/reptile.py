@@ -20,12 +20,12 @@ from .maml import MAML
 class Reptile(MAML):
     name = "reptile"
     citation = "Nichol et al. 2018, arXiv:1803.02999"
-    budgets = {"quick": {"meta_iterations": 2000}, "standard": {"meta_iterations": 20_000},
+    budgets = {"quick": {"meta_iterations": 300}, "standard": {"meta_iterations": 2500},
                "paper": {"meta_iterations": 100_000}}
 
     def __init__(self, backbone: str = "conv4-maml", meta_iterations: int = 100_000, meta_batch: int = 5,
                  inner_lr: float = 0.1, inner_steps: int = 5, test_inner_steps: int = 10, meta_step: float = 1.0,
-                 train_shot: int = 10, bn: str = "transductive", validate_every: int = 250,
+                 train_shot: int = 5, bn: str = "transductive", validate_every: int = 250,
                  val_episodes: int = 100) -> None:
         self.backbone = backbone
         self.meta_iterations = meta_iterations
