@@ -28,13 +28,14 @@ def ci95(values: Iterable[float]) -> float:
 def aggregate(frame: pd.DataFrame) -> pd.DataFrame:
     """Mean, 95% CI, episode count and seed count per (suite, dataset, algorithm, protocol, metric)."""
     if frame.empty:
-        return pd.DataFrame(columns=[*GROUP, "mean", "ci95", "n", "seeds", "fit_s", "train_steps", "train_s"])
+        return pd.DataFrame(columns=[*GROUP, "mean", "ci95", "n", "seeds", "fit_s", "train_steps", "train_s",
+                                     "steps_to_val90"])
     grouped = frame.groupby(GROUP, dropna=False)
     out = grouped.agg(mean=("value", "mean"), ci95=("value", ci95), n=("value", "count"),
                       seeds=("seed", "nunique")).reset_index()
     runs = frame.drop_duplicates(["run_id", "metric"]).groupby(GROUP, dropna=False)
     fits = runs.agg(fit_s=("fit_s", "mean"), train_steps=("train_steps", "max"),
-                    train_s=("train_s", "max")).reset_index()
+                    train_s=("train_s", "max"), steps_to_val90=("steps_to_val90", "max")).reset_index()
     out = out.merge(fits, on=GROUP, how="left")
     return out.sort_values(["suite", "dataset", "metric", "n_way", "k_shot", "mean"],
                            ascending=[True, True, True, True, True, False]).reset_index(drop=True)
@@ -72,6 +73,9 @@ def pivot(table: pd.DataFrame, metric: str = "accuracy", scale: float = 100.0, d
         record["train steps"] = int(steps.max()) if len(steps) else "–"
         seconds = rows["train_s"].dropna()
         record["train s"] = f"{seconds.max():.0f}" if len(seconds) else "–"
+        if sub["steps_to_val90"].notna().any():  # meta-validation was recorded (accuracy >= 90% reached)
+            reached = rows["steps_to_val90"].dropna()
+            record["steps to 90% val"] = f"{reached.max():.0f}" if len(reached) else "–"
         records.append(record)
     return pd.DataFrame.from_records(records)
 

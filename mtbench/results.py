@@ -78,6 +78,14 @@ SPEC_COLUMNS = ("suite", "dataset", "split", "algorithm", "kind", "n_way", "k_sh
                 "budget", "device")
 
 
+def steps_to_reach(fit_info: dict[str, Any], key: str, threshold: float) -> float | None:
+    """The first validated training step whose score reached ``threshold`` (None if never or not recorded)."""
+    for row in (fit_info.get("history") or {}).get("validation", []):
+        if row.get(key, float("-inf")) >= threshold:
+            return float(row["step"])
+    return None
+
+
 def runs_to_frame(runs: list[dict[str, Any]]) -> pd.DataFrame:
     """One row per run x episode x metric, with the run's spec as columns (tidy)."""
     frames = []
@@ -91,8 +99,9 @@ def runs_to_frame(runs: list[dict[str, Any]]) -> pd.DataFrame:
         rows["fit_s"] = run.get("timings", {}).get("fit_s")
         rows["train_steps"] = run.get("timings", {}).get("train_steps")
         rows["train_s"] = run.get("timings", {}).get("train_s")
+        rows["steps_to_val90"] = steps_to_reach(run.get("fit_info", {}), "val_accuracy", 0.9)
         frames.append(rows)
     if not frames:
         return pd.DataFrame(columns=[*SPEC_COLUMNS, *ROW_COLUMNS, "run_id", "algorithm_version", "fit_s",
-                                     "train_steps", "train_s"])
+                                     "train_steps", "train_s", "steps_to_val90"])
     return pd.concat(frames, ignore_index=True)

@@ -58,6 +58,8 @@ def test_set_overrides_a_hyperparameter(tmp_path):
     (["run", "--suite", "smoke", "--set", "protonet.epsiodes=3"], "has no parameter 'epsiodes'; did you mean episodes"),
     (["run", "--suite", "smoke", "--set", "protonet"], "must look like ALGORITHM.PARAM=VALUE"),
     (["leaderboard", "--format", "pdf"], "unknown format 'pdf'"),
+    (["run", "--suite", "smoke", "--protocol", "20w1s"], "--protocol 20w1s is not in suite 'smoke' (5w1s, 5w5s)"),
+    (["run", "--suite", "smoke", "--protocol", "five"], "--protocol 'five' must look like 5w1s"),
 ])
 def test_bad_names(tmp_path, args, expected):
     line = one_line_error(invoke(*args, "--results-dir", str(tmp_path)) if args[0] == "run" else invoke(*args))
