@@ -7,13 +7,13 @@ export MTBENCH_DATA
 SUITE ?= fewshot
 BUDGET ?= quick
 
-.PHONY: install run test test-slow leaderboards bench clean
+.PHONY: install run test test-slow test-gpu leaderboards bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 $(VENV)/.installed: $(BIN)/python pyproject.toml plugins/mtbench-zoo/pyproject.toml
-	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet --upgrade pip setuptools
 	# torch is pinned first so that no multi-GB CUDA build is pulled on a CPU machine
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e '.[test]' -e plugins/mtbench-zoo
@@ -30,10 +30,24 @@ test: install
 test-slow: install
 	$(BIN)/python -m pytest -q -m slow
 
+test-gpu: install
+	$(BIN)/python -m pytest -q -m gpu
+
+bench: install
+	$(BIN)/python benchmarks/maml_step.py
+
 # Regenerate the committed leaderboards from real runs (results are kept, so this resumes).
 leaderboards: install
 	$(BIN)/mtbench run --suite fewshot --budget quick --results-dir leaderboards/fewshot/results
-	$(BIN)/mtbench leaderboard --results-dir leaderboards/fewshot/results --format markdown --output leaderboards/fewshot/README.md
+	$(BIN)/mtbench run --suite fewshot --budget standard --protocol 5w1s --results-dir leaderboards/fewshot/results \
+		-a maml -a maml-fo -a maml-l2sp -a anil -a meta-sgd -a reptile --set maml-l2sp.pretrain_steps=1500
+	$(BIN)/mtbench run --suite regression --budget quick --results-dir leaderboards/regression/results
+	for s in fewshot regression; do \
+		$(BIN)/mtbench leaderboard --results-dir leaderboards/$$s/results --suite $$s --format markdown \
+			--metric $$( [ $$s = regression ] && echo mse || echo accuracy ) --output leaderboards/$$s/README.md; \
+		$(BIN)/mtbench leaderboard --results-dir leaderboards/$$s/results --suite $$s --format csv \
+			--output leaderboards/$$s/leaderboard.csv; \
+	done
 
 clean:
 	rm -rf $(VENV) results build *.egg-info
