@@ -14,7 +14,8 @@ import pandas as pd
 
 from .suites import Reference
 
-GROUP = ["suite", "dataset", "split", "algorithm", "kind", "budget", "n_way", "k_shot", "n_query", "metric"]
+GROUP = ["suite", "dataset", "split", "algorithm", "kind", "budget", "params_hash", "n_way", "k_shot", "n_query",
+         "metric"]
 
 
 def ci95(values: Iterable[float]) -> float:
@@ -55,7 +56,8 @@ def pivot(table: pd.DataFrame, metric: str = "accuracy", scale: float = 100.0, d
     refs = {(r.dataset, r.algorithm, r.n_way, r.k_shot): r for r in references if r.metric == metric}
     protocols = sorted({(int(w), int(k)) for w, k in zip(sub["n_way"], sub["k_shot"])}, key=lambda p: (p[0], p[1]))
     records = []
-    for (dataset, algorithm, kind, budget), rows in sub.groupby(["dataset", "algorithm", "kind", "budget"], sort=False):
+    keys = ["dataset", "algorithm", "kind", "budget", "params_hash"]
+    for (dataset, algorithm, kind, budget, _), rows in sub.groupby(keys, sort=False):
         record: dict[str, Any] = {"dataset": dataset, "algorithm": algorithm, "kind": kind, "budget": budget}
         for w, k in protocols:
             hit = rows[(rows["n_way"] == w) & (rows["k_shot"] == k)]

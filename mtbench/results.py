@@ -5,6 +5,7 @@ per-episode rows (``columns`` + ``rows``, as in asv), so a leaderboard can alway
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -78,6 +79,11 @@ SPEC_COLUMNS = ("suite", "dataset", "split", "algorithm", "kind", "n_way", "k_sh
                 "budget", "device")
 
 
+def params_digest(params: dict[str, Any]) -> str:
+    """Runs of one algorithm with different hyperparameters never share a leaderboard row."""
+    return hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:8]
+
+
 def steps_to_reach(fit_info: dict[str, Any], key: str, threshold: float) -> float | None:
     """The first validated training step whose score reached ``threshold`` (None if never or not recorded)."""
     for row in (fit_info.get("history") or {}).get("validation", []):
@@ -95,6 +101,7 @@ def runs_to_frame(runs: list[dict[str, Any]]) -> pd.DataFrame:
         for col in SPEC_COLUMNS:
             rows[col] = spec.get(col)
         rows["run_id"] = run["run_id"]
+        rows["params_hash"] = params_digest(spec.get("params", {}))
         rows["algorithm_version"] = run.get("algorithm", {}).get("version")
         rows["fit_s"] = run.get("timings", {}).get("fit_s")
         rows["train_steps"] = run.get("timings", {}).get("train_steps")
@@ -102,6 +109,6 @@ def runs_to_frame(runs: list[dict[str, Any]]) -> pd.DataFrame:
         rows["steps_to_val90"] = steps_to_reach(run.get("fit_info", {}), "val_accuracy", 0.9)
         frames.append(rows)
     if not frames:
-        return pd.DataFrame(columns=[*SPEC_COLUMNS, *ROW_COLUMNS, "run_id", "algorithm_version", "fit_s",
+        return pd.DataFrame(columns=[*SPEC_COLUMNS, *ROW_COLUMNS, "run_id", "params_hash", "algorithm_version", "fit_s",
                                      "train_steps", "train_s", "steps_to_val90"])
     return pd.concat(frames, ignore_index=True)

@@ -11,9 +11,10 @@ from mtbench.results import runs_to_frame
 from mtbench.suites import Reference
 
 
-def run(algorithm: str, values: list[float], n_way: int = 5, k_shot: int = 1, seed: int = 0) -> dict:
+def run(algorithm: str, values: list[float], n_way: int = 5, k_shot: int = 1, seed: int = 0,
+        params: dict | None = None) -> dict:
     spec = {"suite": "s", "dataset": "d", "split": "test", "algorithm": algorithm, "kind": "meta", "n_way": n_way,
-            "k_shot": k_shot, "n_query": 15, "seed": seed, "budget": "quick", "device": "cpu"}
+            "k_shot": k_shot, "n_query": 15, "seed": seed, "budget": "quick", "device": "cpu", "params": params or {}}
     rows = [[i, "accuracy", v, 1.0] for i, v in enumerate(values)]
     return {"run_id": f"{algorithm}-{n_way}-{k_shot}-{seed}", "spec": spec, "columns": ["episode", "metric", "value", "adapt_ms"],
             "rows": rows, "timings": {"fit_s": 2.0, "train_steps": 10}, "algorithm": {"version": "x"}}
@@ -33,6 +34,12 @@ def test_seeds_pool_their_episodes():
     assert len(table) == 1
     assert table.iloc[0]["n"] == 4 and table.iloc[0]["seeds"] == 2
     assert table.iloc[0]["mean"] == pytest.approx(0.75)
+
+
+def test_different_hyperparameters_never_share_a_row():
+    frame = runs_to_frame([run("a", [1.0, 1.0], params={"steps": 1}), run("a", [0.0, 0.0], params={"steps": 9})])
+    table = lb.aggregate(frame)
+    assert sorted(table["mean"]) == [0.0, 1.0] and list(table["n"]) == [2, 2]
 
 
 def test_pivot_and_markdown():
