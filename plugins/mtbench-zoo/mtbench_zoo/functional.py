@@ -65,8 +65,10 @@ class MetaConv4(nn.Module):
 
 
 def _under_vmap(x: torch.Tensor) -> bool:
-    """True inside torch.func.vmap, where memory formats cannot be changed (the CPU fast path is the loop)."""
-    return torch._C._functorch.is_batchedtensor(x)
+    """True inside any torch.func transform (vmap, grad). There the native batch-norm kernel gives a wrong
+    second-order meta-gradient and memory formats cannot be changed, so plain ops are used. A tensor
+    under ``grad`` inside ``vmap`` is a grad wrapper, not a batched tensor: test for any functorch wrapper."""
+    return torch._C._functorch.is_functorch_wrapped_tensor(x)
 
 
 class MetaModel(nn.Module):
