@@ -83,12 +83,11 @@ class EpisodeSampler:
         order = np.argsort(keys, axis=1)[:, : self.k_shot + self.n_query]
         return classes, np.take_along_axis(rows, order, axis=1)
 
-    def fingerprint(self, index: int) -> bytes:
-        """What identifies episode ``index`` (its classes and rows), for the digest stored with results."""
-        classes, rows = self.indices(index)
-        return classes.tobytes() + rows.tobytes()
-
     def __getitem__(self, index: int) -> Episode:
+        return self.draw(index)[0]
+
+    def draw(self, index: int) -> tuple[Episode, bytes]:
+        """Episode ``index`` and the bytes that identify it (classes and rows), for the digest in results."""
         classes, rows = self.indices(index)
         rows_t = torch.from_numpy(rows)
         labels = torch.arange(self.n_way)
@@ -100,7 +99,7 @@ class EpisodeSampler:
             classes=tuple(int(c) for c in classes),
             index=index,
             seed=self.seed,
-        )
+        ), classes.tobytes() + rows.tobytes()
 
 
 @runtime_checkable
@@ -127,14 +126,15 @@ class TaskSampler:
         rng = episode_rng(self.seed, index, 1, self.k_shot, self.n_query, self.stream)
         return self.tasks.draw(rng, self.k_shot + self.n_query)
 
-    def fingerprint(self, index: int) -> bytes:
-        x, y = self.points(index)
-        return x.tobytes() + y.tobytes()
-
     def __getitem__(self, index: int) -> Episode:
-        x, y = (torch.as_tensor(a, dtype=torch.float32).reshape(-1, 1) for a in self.points(index))
+        return self.draw(index)[0]
+
+    def draw(self, index: int) -> tuple[Episode, bytes]:
+        """Episode ``index`` and its fingerprint, from one draw of its generator."""
+        xs, ys = self.points(index)
+        x, y = (torch.as_tensor(a, dtype=torch.float32).reshape(-1, 1) for a in (xs, ys))
         k = self.k_shot
-        return Episode(x[:k], y[:k], x[k:], y[k:], classes=(0,), index=index, seed=self.seed)
+        return Episode(x[:k], y[:k], x[k:], y[k:], classes=(0,), index=index, seed=self.seed), xs.tobytes() + ys.tobytes()
 
 
 def make_sampler(data: object, n_way: int, k_shot: int, n_query: int, seed: int,

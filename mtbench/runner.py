@@ -269,8 +269,9 @@ class Runner:
         label = f"eval {cell.algorithm} {cell.dataset.name} {cell.n_way}w{cell.k_shot}s seed {cell.seed}"
         with ctx.progress(label, cell.n_episodes) as advance:
             for index in range(cell.n_episodes):
-                fingerprint.update(sampler.fingerprint(index))
-                episode = sampler[index].to(self.device)
+                episode, identity = sampler.draw(index)  # one draw: the episode and what identifies it
+                fingerprint.update(identity)
+                episode = episode.to(self.device)
                 torch.manual_seed(cell.seed * 1_000_003 + index)  # adaptation randomness is per episode
                 t0 = time.perf_counter()
                 predictor = alg.adapt(episode.support(), ctx)
