@@ -4,13 +4,15 @@ Setting (Finn et al. 2017, Omniglot): 1x28x28 inputs, strided Conv-4 (64 filters
 query per class, meta-batch 32; second order with 1 inner step, then first order, then 5 inner steps.
 
 (i)  plugin: ``mtbench_zoo.functional.meta_objective`` with the strategy the plugin picks for the device
-     (per-task loop in channels-last layout on CPU, ``torch.func.vmap`` over tasks on CUDA);
+     (on CPU "grouped": the 32 tasks at once, each task's weights one group of a grouped convolution;
+     ``torch.func.vmap`` over tasks on CUDA);
 (ii) reference: a plain loop over the 32 tasks with ``torch.autograd.grad(create_graph=True)``, written
      here with ``F.conv2d`` and ``F.batch_norm`` on the same parameters.
 
 Prints, per setting: the max abs difference of the two meta-gradients (float32), seconds per
 meta-iteration of each, the ratio reference/plugin (> 1 means the plugin is faster) and each one's peak
-memory (CUDA max allocated, or the peak RSS of a fresh process that ran only that measurement on CPU).
+memory (CUDA max allocated, or on CPU the peak RSS (VmHWM) of a fresh process that ran only that
+measurement, torch and the problem included).
 
     python benchmarks/maml_step.py [--device cpu|cuda] [--repeats 3]
 """
@@ -72,7 +74,7 @@ def reference_meta_gradient(model, tasks, first_order: bool, steps: int) -> dict
 def plugin_meta_gradient(model, tasks, first_order: bool, steps: int, device: torch.device) -> dict:
     params = dict(model.named_parameters())
     inner = InnerLoop(F.cross_entropy, steps, INNER_LR)
-    loss, grads = meta_objective(model, params, tasks, inner, first_order, resolve_strategy("auto", device))
+    loss, grads = meta_objective(model, params, tasks, inner, first_order, resolve_strategy("auto", device, model))
     if grads is not None:
         return grads["params"]
     return dict(zip(params, torch.autograd.grad(loss, list(params.values()))))
@@ -93,9 +95,20 @@ def measure(impl: str, setting: str, device: torch.device, repeats: int) -> dict
         run()
     sync()
     seconds = (time.perf_counter() - start) / repeats
-    peak = (torch.cuda.max_memory_allocated(device) if device.type == "cuda"
-            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024) / 2**20
+    peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else peak_rss_mb()
     return {"seconds": seconds, "peak_mb": peak}
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory. VmHWM, not ru_maxrss: Linux carries ru_maxrss across exec,
+    so a child would report its parent's peak."""
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def child(impl: str, setting: str, device: str, repeats: int) -> dict:
@@ -116,7 +129,7 @@ def main() -> None:
         return
     print(f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}), torch "
           f"{torch.__version__}, threads {torch.get_num_threads()}, plugin strategy "
-          f"{resolve_strategy('auto', device)}, meta-batch {META_BATCH}, {WAYS}-way {SHOTS}-shot, {args.repeats} repeats")
+          f"{resolve_strategy('auto', device, make_problem(device)[0])}, meta-batch {META_BATCH}, {WAYS}-way {SHOTS}-shot, {args.repeats} repeats")
     print(f"{'setting':24} {'max|dgrad|':>11} {'reference s':>12} {'plugin s':>9} {'ratio':>6} "
           f"{'ref peak MB':>12} {'plugin peak MB':>15}")
     for setting, (first_order, steps) in SETTINGS.items():

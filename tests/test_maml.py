@@ -1,4 +1,4 @@
-"""Gradient-based meta-learning: exact second-order meta-gradients, vmap = loop, the joint objective."""
+"""Gradient-based meta-learning: exact second-order meta-gradients, vmap = grouped = loop, the joint objective."""
 from __future__ import annotations
 
 import numpy as np
@@ -70,6 +70,45 @@ def test_vmap_meta_gradient_equals_the_loop(first_order):
         assert torch.allclose(vgrads["params"][name], loop_grads[name], rtol=1e-9, atol=1e-12), name
     if not first_order:  # conv biases before a norm get exactly zero gradient
         assert float(loop_grads["features.convs.0.bias"].abs().max()) < 1e-12
+
+
+@pytest.mark.parametrize("first_order", [False, True])
+@pytest.mark.parametrize("variant", ["maml", "anil-with-support-stats", "meta-sgd-with-inner-penalty"])
+def test_grouped_meta_gradient_equals_the_loop(first_order, variant):
+    """All tasks at once as grouped convolutions: the same loss and meta-gradient as the per-task loop,
+    also for a head-only inner loop, support-set statistics, learned step sizes and the inner penalty."""
+    model, tasks = tiny_model(), tiny_tasks(4)
+    params = {n: p.detach().clone().requires_grad_() for n, p in model.named_parameters()}
+    lr_params = None
+    inner = InnerLoop(F.cross_entropy, 2, 0.3)
+    if variant == "anil-with-support-stats":
+        inner = InnerLoop(F.cross_entropy, 2, 0.3, ("head.weight", "head.bias"), support_stats=True)
+    elif variant == "meta-sgd-with-inner-penalty":
+        anchor = {n: p.detach() + 0.05 for n, p in params.items()}
+        inner = InnerLoop(F.cross_entropy, 2, 0.3, penalty_weight=0.1, anchor=anchor)
+        lr_params = {n: torch.full_like(p, 0.2).requires_grad_() for n, p in params.items()}
+    results = []
+    for strategy in ("loop", "grouped"):
+        loss, none = meta_objective(model, params, tasks, inner, first_order, strategy, lr_params)
+        assert none is None
+        trainable = [*params.values(), *(lr_params or {}).values()]
+        results.append((loss, torch.autograd.grad(loss, trainable)))
+    (loop_loss, loop_grads), (grouped_loss, grouped_grads) = results
+    assert float(grouped_loss) == pytest.approx(float(loop_loss), rel=1e-12)
+    for a, b in zip(loop_grads, grouped_grads):
+        assert torch.allclose(a, b, rtol=1e-9, atol=1e-12)
+
+
+def test_auto_strategy_is_grouped_on_cpu_and_grouped_needs_a_grouped_backbone():
+    from mtbench_zoo.backbones import MLP
+    from mtbench_zoo.functional import resolve_strategy
+    cpu = torch.device("cpu")
+    assert resolve_strategy("auto", cpu, tiny_model()) == "grouped"
+    mlp = MetaModel(MLP((1,), (8,)), 1)
+    assert resolve_strategy("auto", cpu, mlp) == "loop"
+    assert resolve_strategy("auto", torch.device("cuda"), tiny_model()) == "vmap"
+    with pytest.raises(ValueError, match="grouped operations"):
+        resolve_strategy("grouped", cpu, mlp)
 
 
 def test_first_order_drops_the_second_derivatives():

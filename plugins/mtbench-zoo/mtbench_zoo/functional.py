@@ -6,8 +6,10 @@
   is exact (tests/test_maml.py). Outside vmap it calls the native kernel, which is faster on the CPU.
 * :class:`MetaModel`: features + linear head, called functionally with ``torch.func.functional_call``.
 * :func:`inner_loop`: K gradient steps on functional parameters (second order keeps the graph).
-* :func:`meta_objective`: the mean query loss of a meta-batch of tasks, either looped over tasks with
-  ``torch.autograd`` (fastest on CPU) or batched with ``torch.func.vmap`` (fastest on CUDA).
+* :func:`meta_objective`: the mean query loss of a meta-batch of tasks: looped over tasks with
+  ``torch.autograd``; "grouped", every task at once through grouped convolutions (each task's weights
+  are one group; fastest on CPU, see benchmarks/maml_step.py); or batched with ``torch.func.vmap``
+  (meant for CUDA, where it removes thousands of small kernel launches).
 """
 from __future__ import annotations
 
@@ -33,14 +35,20 @@ class BatchStatNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor, stats_rows: int | None = None) -> torch.Tensor:
-        if stats_rows is None and not _under_vmap(x):  # the native kernel: same values, faster on CPU
-            return F.batch_norm(x, None, None, self.weight, self.bias, training=True, eps=self.eps)
-        ref = x if stats_rows is None else x[:stats_rows]
-        dims = (0, 2, 3) if x.dim() == 4 else (0,)
-        mean = ref.mean(dims, keepdim=True)
-        var = (ref - mean).pow(2).mean(dims, keepdim=True)
-        shape = (1, -1, 1, 1) if x.dim() == 4 else (1, -1)
-        return (x - mean) * torch.rsqrt(var + self.eps) * self.weight.view(shape) + self.bias.view(shape)
+        return batch_stat_norm(x, self.weight, self.bias, self.eps, stats_rows)
+
+
+def batch_stat_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float = 1e-5,
+                    stats_rows: int | None = None) -> torch.Tensor:
+    """Normalise each channel of ``x`` with the statistics of its first ``stats_rows`` rows (all by default)."""
+    if stats_rows is None and not _under_vmap(x):  # the native kernel: same values, faster on CPU
+        return F.batch_norm(x, None, None, weight, bias, training=True, eps=eps)
+    ref = x if stats_rows is None else x[:stats_rows]
+    dims = (0, 2, 3) if x.dim() == 4 else (0,)
+    mean = ref.mean(dims, keepdim=True)
+    var = (ref - mean).pow(2).mean(dims, keepdim=True)
+    shape = (1, -1, 1, 1) if x.dim() == 4 else (1, -1)
+    return (x - mean) * torch.rsqrt(var + eps) * weight.view(shape) + bias.view(shape)
 
 
 class MetaConv4(nn.Module):
@@ -63,6 +71,23 @@ class MetaConv4(nn.Module):
             x = F.relu(norm(conv(x), stats_rows))
         return x.mean(dim=(2, 3))
 
+    def grouped(self, params: Params, x: torch.Tensor, stats_rows: int | None = None) -> torch.Tensor:
+        """Every task of a meta-batch at once. ``x`` is (tasks, rows, C, H, W) and every parameter has a
+        leading task dimension; returns (tasks, rows, features).
+
+        The tasks' images go side by side as channels, so each task's convolution is one group of a
+        grouped convolution, and per-task batch statistics are per-channel statistics of the result.
+        """
+        tasks, rows = x.shape[:2]
+        h = x.transpose(0, 1).reshape(rows, tasks * x.shape[2], *x.shape[3:])
+        for i, (conv, norm) in enumerate(zip(self.convs, self.norms)):
+            w = params[f"convs.{i}.weight"]
+            h = F.conv2d(h, w.reshape(-1, *w.shape[2:]), params[f"convs.{i}.bias"].reshape(-1), conv.stride,
+                         conv.padding, groups=tasks)
+            h = F.relu(batch_stat_norm(h, params[f"norms.{i}.weight"].reshape(-1),
+                                       params[f"norms.{i}.bias"].reshape(-1), norm.eps, stats_rows))
+        return h.mean(dim=(2, 3)).view(rows, tasks, -1).transpose(0, 1)
+
 
 def _under_vmap(x: torch.Tensor) -> bool:
     """True inside any torch.func transform (vmap, grad). There the native batch-norm kernel gives a wrong
@@ -82,6 +107,17 @@ class MetaModel(nn.Module):
     def forward(self, x: torch.Tensor, stats_rows: int | None = None) -> torch.Tensor:
         z = self.features(x, stats_rows) if getattr(self.features, "uses_batch_stats", False) else self.features(x)
         return self.head(z)
+
+    def grouped(self, params: Params, x: torch.Tensor, stats_rows: int | None = None) -> torch.Tensor:
+        """Outputs (tasks, rows, n_out) of per-task parameters (leading task dimension) on (tasks, rows, ...)."""
+        inner = {n[len("features."):]: p for n, p in params.items() if n.startswith("features.")}
+        z = self.features.grouped(inner, x, stats_rows)
+        return torch.baddbmm(params["head.bias"].unsqueeze(1), z, params["head.weight"].transpose(1, 2))
+
+
+def supports_grouped(model: nn.Module) -> bool:
+    """Whether ``model`` can run a meta-batch as grouped operations (its features define ``grouped``)."""
+    return isinstance(model, MetaModel) and hasattr(model.features, "grouped")
 
 
 def call(model: nn.Module, params: Params, x: torch.Tensor, stats_rows: int | None = None) -> torch.Tensor:
@@ -156,8 +192,8 @@ def meta_objective(model: nn.Module, params: Params, tasks: list, inner: InnerLo
                    strategy: str, lr_params: Params | None = None) -> tuple[torch.Tensor, dict | None]:
     """Mean query loss after adaptation over a meta-batch.
 
-    ``strategy="loop"`` returns a loss with a graph to ``params`` (and ``lr_params``); the caller calls
-    backward. ``strategy="vmap"`` evaluates all tasks at once with ``torch.func`` and returns the detached
+    ``strategy="loop"`` and ``"grouped"`` return a loss with a graph to ``params`` (and ``lr_params``);
+    the caller calls backward. ``strategy="vmap"`` evaluates all tasks at once with ``torch.func`` and returns the detached
     loss plus the meta-gradients (a dict for ``params`` and one for ``lr_params``).
     """
     lr = lr_params if lr_params is not None else inner.lr
@@ -168,8 +204,10 @@ def meta_objective(model: nn.Module, params: Params, tasks: list, inner: InnerLo
             fast = inner_loop(model, params, ep.support_x, ep.support_y, step, create_graph=not first_order)
             total = total + inner.loss(inner.query_output(model, fast, ep.support_x, ep.query_x), ep.query_y)
         return total / len(tasks), None
+    if strategy == "grouped":
+        return _grouped_meta_objective(model, params, tasks, inner, first_order, lr), None
     if strategy != "vmap":
-        raise ValueError(f"unknown strategy {strategy!r}; use loop or vmap")
+        raise ValueError(f"unknown strategy {strategy!r}; use loop, grouped or vmap")
     stack = [torch.stack([getattr(ep, f) for ep in tasks]) for f in ("support_x", "support_y", "query_x", "query_y")]
     task = _task_query_loss_functional(model, inner, first_order)
     batched = torch.func.vmap(task, in_dims=(None, None, 0, 0, 0, 0))
@@ -183,8 +221,42 @@ def meta_objective(model: nn.Module, params: Params, tasks: list, inner: InnerLo
     return loss.detach(), {"params": grads[0], "lr": grads[1]}
 
 
-def resolve_strategy(strategy: str, device: torch.device) -> str:
-    """``auto``: per-task loop on CPU (batched per-task convolutions are slower there), vmap on CUDA."""
+def _grouped_meta_objective(model: nn.Module, params: Params, tasks: list, inner: InnerLoop, first_order: bool,
+                            lr: LearningRate) -> torch.Tensor:
+    """The loop's meta-objective with every task at once: parameters get a leading task dimension
+    (a broadcast view of theta, so the meta-gradient sums over tasks) and the per-task losses are summed
+    for the inner gradient, which gives each task exactly its own gradient."""
+    sx, sy, qx, qy = (torch.stack([getattr(ep, f) for ep in tasks]) for f in
+                      ("support_x", "support_y", "query_x", "query_y"))
+    n_tasks = len(tasks)
+    names = list(inner.names or params)
+    fast = {n: p.expand(n_tasks, *p.shape) for n, p in params.items()}
+    for _ in range(inner.steps):
+        objective = _per_task_loss(inner, model.grouped(fast, sx), sy).sum()
+        if inner.penalty_weight and inner.anchor is not None:
+            objective = objective + inner.penalty_weight * l2_distance(fast, inner.anchor)
+        grads = torch.autograd.grad(objective, [fast[n] for n in names], create_graph=not first_order)
+        fast = {**fast, **{n: fast[n] - step_size(lr, n) * g for n, g in zip(names, grads)}}
+    if inner.support_stats:  # queries normalised with their task's support statistics
+        out = model.grouped(fast, torch.cat([sx, qx], dim=1), stats_rows=sx.shape[1])[:, sx.shape[1]:]
+    else:
+        out = model.grouped(fast, qx)
+    return _per_task_loss(inner, out, qy).mean()
+
+
+def _per_task_loss(inner: InnerLoop, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Each task's mean loss, from (tasks, rows, ...) outputs and targets."""
+    rows = inner.loss(out.flatten(0, 1), y.flatten(0, 1), reduction="none")
+    return rows.reshape(out.shape[0], -1).mean(1)
+
+
+def resolve_strategy(strategy: str, device: torch.device, model: nn.Module | None = None) -> str:
+    """``auto``: vmap on CUDA; on CPU grouped operations when the model supports them, else the loop."""
     if strategy == "auto":
-        return "vmap" if device.type == "cuda" else "loop"
+        if device.type == "cuda":
+            return "vmap"
+        return "grouped" if model is not None and supports_grouped(model) else "loop"
+    if strategy == "grouped" and model is not None and not supports_grouped(model):
+        raise ValueError("strategy 'grouped' needs a backbone with grouped operations (conv4-maml); "
+                         "use strategy=loop or auto")
     return strategy

@@ -134,7 +134,7 @@ class MAML(Algorithm):
         self.settings_ = s
         params = dict(self.model_.named_parameters())
         lr_params = self.lr_parameters()
-        strategy = resolve_strategy(self.strategy, ctx.device)
+        strategy = resolve_strategy(self.strategy, ctx.device, self.model_)
         inner = self.inner(s["inner_lr"], s["inner_steps"])
         query = self.train_query or (target.n_query if self.regression_ else target.k_shot)
         sampler = data.episodes(target.n_way, target.k_shot, query)
