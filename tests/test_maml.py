@@ -188,3 +188,38 @@ def test_sinusoid_tasks_follow_the_paper_ranges():
     for _ in range(50):
         x, y = tasks.draw(rng, 10)
         assert x.min() >= -5 and x.max() <= 5 and np.abs(y).max() <= 5.0
+
+
+def test_benchmark_meta_gradients_agree_with_its_reference_loop():
+    """benchmarks/maml_step.py compares timings only if the two meta-gradients agree (float32, < 1e-4)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "maml_step.py"
+    spec = importlib.util.spec_from_file_location("maml_step", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    cpu = torch.device("cpu")
+    for first_order, steps in bench.SETTINGS.values():
+        model, tasks = bench.make_problem(cpu)
+        tasks = tasks[:4]
+        ref = bench.reference_meta_gradient(model, tasks, first_order, min(steps, 2))
+        mine = bench.plugin_meta_gradient(model, tasks, first_order, min(steps, 2), cpu)
+        assert max(float((ref[n] - mine[n]).abs().max()) for n in ref) < 1e-4
+
+
+@pytest.mark.parametrize("name", ["maml", "maml-fo", "anil", "meta-sgd", "maml-l2sp", "reptile"])
+def test_every_meta_learner_records_its_meta_iteration_time_memory_and_batchnorm_mode(name):
+    plugins = load_plugins()
+    algorithm = plugins.algorithms.get(name)(meta_iterations=3, meta_batch=2, validate_every=2, val_episodes=2)
+    if name == "maml-l2sp":
+        algorithm.set_params(pretrain_steps=2)
+    if name == "reptile":
+        algorithm.set_params(train_shot=4)  # six examples per class here
+    fitted = algorithm.fit(synthetic_fit_data(), RunContext(torch.device("cpu"), plugins=plugins))
+    info = fitted.fit_info_
+    assert info["seconds_per_meta_iteration"] > 0 and info["peak_memory_mb"] > 0
+    assert info["peak_memory_kind"] == "process peak RSS" and "transductive" in info["batchnorm"]
+    assert [row["step"] for row in info["history"]["validation"]] == [2, 3]
+    if name != "reptile":
+        assert info["strategy"] == "grouped"  # auto on the CPU with conv4-maml

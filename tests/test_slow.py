@@ -40,7 +40,7 @@ def test_sinusoid_maml_beats_the_transfer_baseline(tmp_path):
 
 @pytest.mark.gpu
 def test_cuda_meta_gradient_matches_cpu():
-    """The vmap strategy on CUDA gives the CPU loop's meta-gradient."""
+    """The vmap and grouped strategies on CUDA give the CPU loop's meta-gradient."""
     import torch.nn.functional as F
 
     from mtbench_zoo.functional import InnerLoop, MetaConv4, MetaModel, meta_objective
@@ -58,10 +58,14 @@ def test_cuda_meta_gradient_matches_cpu():
     cpu = dict(zip(params, torch.autograd.grad(meta_objective(model, params, tasks, inner, False, "loop")[0],
                                                list(params.values()))))
     gpu_model = model.cuda()
-    _, grads = meta_objective(gpu_model, dict(gpu_model.named_parameters()), [t.to("cuda") for t in tasks], inner,
-                              False, "vmap")
+    gpu_params = dict(gpu_model.named_parameters())
+    gpu_tasks = [t.to("cuda") for t in tasks]
+    _, grads = meta_objective(gpu_model, gpu_params, gpu_tasks, inner, False, "vmap")
+    grouped_loss, _ = meta_objective(gpu_model, gpu_params, gpu_tasks, inner, False, "grouped")
+    grouped = dict(zip(gpu_params, torch.autograd.grad(grouped_loss, list(gpu_params.values()))))
     for name, g in cpu.items():
         assert torch.allclose(grads["params"][name].cpu(), g, atol=1e-4), name
+        assert torch.allclose(grouped[name].cpu(), g, atol=1e-4), name
 
 
 @pytest.mark.gpu

@@ -158,9 +158,7 @@ class MAML(Algorithm):
         if data.val is not None and self.validate_every:
             validate = lambda: {"val_" + ("mse" if self.regression_ else "accuracy"): self.validation_score(data, ctx)}
         trainable = [*params.values(), *(lr_params or {}).values()]
-        rss_before = _peak_rss_mb()
-        if ctx.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(ctx.device)
+        start_peak_memory(ctx.device)
         history = fit_loop(loss, batches, trainable, steps=self.meta_iterations, ctx=ctx, lr=self.meta_lr,
                            validate=validate, validate_every=self.validate_every,
                            description=f"fit {self.name} {target.n_way}w{target.k_shot}s ({strategy})")
@@ -169,9 +167,7 @@ class MAML(Algorithm):
             "batchnorm": ("batch statistics, queries normalised together (transductive, as in the paper)"
                           if self.bn == "transductive" else "batch statistics of the support set (non-transductive)"),
             "seconds_per_meta_iteration": round(history.seconds / max(history.steps, 1), 4),
-            "peak_memory_mb": (round(torch.cuda.max_memory_allocated(ctx.device) / 2**20, 1)
-                               if ctx.device.type == "cuda" else round(max(_peak_rss_mb(), rss_before), 1)),
-            "peak_memory_kind": "cuda max allocated" if ctx.device.type == "cuda" else "process peak RSS",
+            **peak_memory(ctx.device),
             "pretrain": getattr(self, "pretrain_info_", None),
         }
         return self
@@ -203,8 +199,19 @@ class MAML(Algorithm):
                                 self.regression_)
 
 
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def start_peak_memory(device: torch.device) -> None:
+    """Start measuring peak memory for :func:`peak_memory` (CUDA counts from here; RSS is per process)."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_memory(device: torch.device) -> dict[str, Any]:
+    """Peak memory of the training run, recorded with every result of the MAML family."""
+    if device.type == "cuda":
+        return {"peak_memory_mb": round(torch.cuda.max_memory_allocated(device) / 2**20, 1),
+                "peak_memory_kind": "cuda max allocated"}
+    return {"peak_memory_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "peak_memory_kind": "process peak RSS"}
 
 
 class FirstOrderMAML(MAML):

@@ -23,7 +23,7 @@ import torch
 from mtbench import FitData, RunContext, Support, fit_loop, hookimpl
 
 from .functional import Params, call
-from .maml import MAML, AdaptedPredictor
+from .maml import MAML, AdaptedPredictor, peak_memory, start_peak_memory
 
 
 def paper_settings(n_way: int) -> dict[str, Any]:
@@ -161,6 +161,7 @@ class Reptile(MAML):
 
         validate = (lambda: {"val_accuracy": self.validation_score(data, ctx)}) if (
             data.val is not None and self.validate_every) else None
+        start_peak_memory(ctx.device)
         history = fit_loop(pseudo_gradient, batches, params.values(), steps=self.meta_iterations, ctx=ctx,
                            lr=self.meta_step, optimizer="sgd", momentum=0.0, linear_decay=True, validate=validate,
                            validate_every=self.validate_every,
@@ -168,6 +169,7 @@ class Reptile(MAML):
         self.fit_info_ = {"history": history.as_dict(), "settings": s, "train_shot": self.train_shot,
                           "inner_optimizer": "adam, beta1 0, state carried across tasks and into evaluation",
                           "seconds_per_meta_iteration": round(history.seconds / max(history.steps, 1), 4),
+                          **peak_memory(ctx.device),
                           "batchnorm": "batch statistics, queries normalised together (transductive)"}
         return self
 
