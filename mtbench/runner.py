@@ -183,6 +183,8 @@ class Runner:
                 pending.append(cell)
         for cell in pending:  # every bad request fails before any training starts
             self.check(cell)
+        if pending:
+            self.environment()  # the code (git commit) that trains is the code at the start of the run
         try:
             for cell in pending:
                 path = self.run_cell(cell)
