@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import sys
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Iterator, Protocol, runtime_checkable
 
 import numpy as np
@@ -112,8 +114,13 @@ class Algorithm(HasParams):
 
     @classmethod
     def code_version(cls) -> str:
-        """Hash of the module that defines the algorithm: results of changed code are told apart."""
-        try:
+        """Hash of the source of the package that defines the algorithm, all of its modules: behaviour also
+        lives in base classes and shared helpers. Results and cached fits of changed code are told apart."""
+        package = sys.modules.get(cls.__module__.split(".")[0])
+        files = sorted(f for root in getattr(package, "__path__", []) for f in Path(root).rglob("*.py"))
+        if files:
+            return hashlib.sha256(b"".join(f.read_bytes() for f in files)).hexdigest()[:10]
+        try:  # a plugin that is a single module
             source = inspect.getsource(inspect.getmodule(cls))
         except (OSError, TypeError):
             source = cls.__qualname__

@@ -91,3 +91,22 @@ def test_result_file_records_protocol_and_environment(tmp_path, plugins):
     assert run["fit_info"]["history"]["steps"] == 60
     assert run["dataset_info"]["test_classes"] == 24
     assert run["algorithm"]["provider"].startswith("plugin 'protonet' (mtbench-zoo 0.1.0)")
+
+
+def test_code_version_changes_with_any_module_of_the_algorithms_package(tmp_path, monkeypatch):
+    """A change in a shared helper (not the algorithm's own module) must not reuse cached fits."""
+    import importlib
+
+    package = tmp_path / "versioned_plugin"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "helpers.py").write_text("STEP = 0.1\n")
+    (package / "algo.py").write_text(
+        "from mtbench import Algorithm\nfrom .helpers import STEP\n\n"
+        "class Versioned(Algorithm):\n    name = 'versioned'\n    kind = 'baseline'\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    cls = importlib.import_module("versioned_plugin.algo").Versioned
+    before = cls.code_version()
+    assert cls.code_version() == before
+    (package / "helpers.py").write_text("STEP = 0.2\n")
+    assert cls.code_version() != before
