@@ -90,9 +90,12 @@ class MAML(Algorithm):
         return Tags(transductive=self.bn == "transductive")
 
     # -- settings -----------------------------------------------------------------------------------
+    # The paper's settings by number of ways; subclasses with another paper (Reptile) replace the table.
+    paper_settings = staticmethod(paper_settings)
+
     def settings(self, n_way: int) -> dict[str, Any]:
         """Explicit parameters win; unset ones take the paper's value for this number of ways."""
-        paper = paper_settings(n_way)
+        paper = self.paper_settings(n_way)
         return {k: paper[k] if getattr(self, k) is None else getattr(self, k) for k in paper}
 
     def adapted_names(self, params: Params) -> tuple[str, ...] | None:

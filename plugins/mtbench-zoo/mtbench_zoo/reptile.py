@@ -106,10 +106,7 @@ class Reptile(MAML):
     # MAML options the shared machinery (build, inner) reads; Reptile has no such choices.
     pretrain_steps = 0
     l2sp = inner_l2sp = 0.0
-
-    def settings(self, n_way: int) -> dict[str, Any]:
-        paper = paper_settings(n_way)
-        return {k: paper[k] if getattr(self, k) is None else getattr(self, k) for k in paper}
+    paper_settings = staticmethod(paper_settings)
 
     def train_task(self, params: Params, x: torch.Tensor, y: torch.Tensor, adam: InnerAdam, steps: int,
                    batch: int) -> tuple[Params, float]:
@@ -170,7 +167,10 @@ class Reptile(MAML):
                           "inner_optimizer": "adam, beta1 0, state carried across tasks and into evaluation",
                           "seconds_per_meta_iteration": round(history.seconds / max(history.steps, 1), 4),
                           **peak_memory(ctx.device),
-                          "batchnorm": "batch statistics, queries normalised together (transductive)"}
+                          "batchnorm": ("batch statistics of each minibatch; queries normalised together "
+                                        "(transductive, as in the paper)" if self.bn == "transductive" else
+                                        "batch statistics of each minibatch; queries with the support set's "
+                                        "(non-transductive)")}
         return self
 
     def adapt(self, support: Support, ctx: RunContext) -> AdaptedPredictor:
