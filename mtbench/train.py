@@ -39,6 +39,10 @@ class History:
         return None
 
 
+OptimizerFactory = Callable[[list[dict[str, Any]]], torch.optim.Optimizer]
+ScheduleFactory = Callable[[torch.optim.Optimizer, int], "torch.optim.lr_scheduler.LRScheduler"]
+
+
 def make_optimizer(params: Iterable[Any], name: str, lr: float,
                    weight_decay: float = 0.0, momentum: float = 0.9) -> torch.optim.Optimizer:
     """Adam or SGD (Nesterov) over parameters or parameter groups (dicts with their own ``lr``)."""
@@ -50,6 +54,20 @@ def make_optimizer(params: Iterable[Any], name: str, lr: float,
     raise ValueError(f"unknown optimizer {name!r}; use adam or sgd")
 
 
+def linear_to_zero(opt: torch.optim.Optimizer, steps: int) -> "torch.optim.lr_scheduler.LRScheduler":
+    """Learning rate annealed linearly from its initial value to zero at the last step (Reptile's meta step)."""
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda i: 1.0 - i / steps)
+
+
+def cosine_schedule(opt: torch.optim.Optimizer, steps: int) -> "torch.optim.lr_scheduler.LRScheduler":
+    return torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+
+
+def step_schedule(every: int, gamma: float = 0.5) -> ScheduleFactory:
+    """Multiply the learning rate by ``gamma`` every ``every`` steps."""
+    return lambda opt, steps: torch.optim.lr_scheduler.StepLR(opt, every, gamma=gamma)
+
+
 def fit_loop(
     loss_fn: Callable[[Any], torch.Tensor],
     batches: Iterator[Any],
@@ -58,12 +76,12 @@ def fit_loop(
     steps: int,
     ctx: "RunContext",
     lr: float = 1e-3,
-    optimizer: str = "adam",
+    optimizer: str | OptimizerFactory = "adam",
+    schedule: ScheduleFactory | None = None,
     weight_decay: float = 0.0,
     lr_decay_every: int | None = None,
     lr_decay: float = 0.5,
     cosine: bool = False,
-    linear_decay: bool = False,
     momentum: float = 0.9,
     grad_clip: float | None = None,
     validate: Callable[[], dict[str, float]] | None = None,
@@ -75,9 +93,13 @@ def fit_loop(
     """Run ``steps`` optimiser steps of ``loss_fn`` over ``batches``.
 
     ``loss_fn`` may return a loss whose gradient the loop computes, or set ``.grad`` itself and return
-    a detached loss (Reptile-style updates). ``validate`` is called every ``validate_every`` steps and
-    at the end; its dict is recorded with the step number. ``progress=False`` hides the bar (inner
-    loops run once per episode, such as fitting a classifier head on a support set).
+    a detached loss (Reptile-style updates). ``optimizer`` is "adam", "sgd" (built from ``lr``,
+    ``weight_decay``, ``momentum``) or a factory taking the parameter groups; ``schedule`` a factory
+    ``(optimizer, steps) -> scheduler`` (``cosine`` and ``lr_decay_every`` are shorthands for two of them).
+    An algorithm with its own optimiser or schedule passes a factory instead of adding a knob here.
+    ``validate`` is called every ``validate_every`` steps and at the end; its dict is recorded with the
+    step number. ``progress=False`` hides the bar (inner loops run once per episode, such as fitting a
+    classifier head on a support set).
     """
     params = list(params)
     if params and isinstance(params[0], dict):  # parameter groups, e.g. a head and a backbone with two lrs
@@ -85,16 +107,13 @@ def fit_loop(
     else:
         groups = [{"params": [p for p in params if p.requires_grad]}]
     params = [p for g in groups for p in g["params"]]
-    opt = make_optimizer(groups, optimizer, lr, weight_decay, momentum)
-    if linear_decay:  # to zero at the last step (Reptile's meta step size)
-        sched: torch.optim.lr_scheduler.LRScheduler | None = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda i: 1.0 - i / steps)
-    elif cosine:
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
-    elif lr_decay_every:
-        sched = torch.optim.lr_scheduler.StepLR(opt, lr_decay_every, gamma=lr_decay)
-    else:
-        sched = None
+    opt = (make_optimizer(groups, optimizer, lr, weight_decay, momentum) if isinstance(optimizer, str)
+           else optimizer(groups))
+    if schedule is None and cosine:
+        schedule = cosine_schedule
+    elif schedule is None and lr_decay_every:
+        schedule = step_schedule(lr_decay_every, lr_decay)
+    sched = schedule(opt, steps) if schedule is not None else None
     history = History()
     start = time.perf_counter()
     running = 0.0

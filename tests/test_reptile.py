@@ -38,9 +38,9 @@ def tiny_reptile() -> Reptile:
     torch.manual_seed(0)
     alg = Reptile(inner_lr=0.01, inner_steps=3, inner_batch=4, test_inner_steps=4, test_inner_batch=3, meta_batch=2)
     alg.model_ = MetaModel(MetaConv4((1, 8, 8), hidden=4), 3)
-    alg.regression_, alg.anchor_ = False, {}
+    alg.regression_ = False
     alg.settings_ = alg.settings(3)
-    alg.adam_ = InnerAdam(0.01)
+    alg.adam_state_ = InnerAdam(0.01).state
     return alg
 
 
@@ -49,17 +49,17 @@ def test_train_task_walks_through_different_minibatches_and_leaves_theta_alone()
     theta = {n: p.detach().clone() for n, p in alg.model_.named_parameters()}
     x, y = torch.randn(12, 1, 8, 8), torch.arange(3).repeat(4)
     torch.manual_seed(1)
-    fast, loss = alg.train_task(dict(alg.model_.named_parameters()), x, y, alg.adam_, 3, 4)
-    assert alg.adam_.t == 3 and loss > 0
+    fast, loss = alg.train_task(dict(alg.model_.named_parameters()), x, y, alg.inner_adam(), 3, 4)
+    assert alg.adam_state_["t"] == 3 and loss > 0
     assert all(not torch.equal(fast[n], theta[n]) for n in ("head.weight", "features.convs.0.weight"))
     assert all(torch.equal(p, theta[n]) for n, p in alg.model_.named_parameters())
 
 
 def test_adaptation_is_repeatable_and_does_not_touch_the_carried_state():
     alg = tiny_reptile()
-    alg.adam_.step({n: p.detach() for n, p in alg.model_.named_parameters()},
-                   {n: torch.ones_like(p) for n, p in alg.model_.named_parameters()})
-    state = alg.adam_.copy()
+    alg.inner_adam().step({n: p.detach() for n, p in alg.model_.named_parameters()},
+                          {n: torch.ones_like(p) for n, p in alg.model_.named_parameters()})
+    state = alg.inner_adam().copy()
     support = Support(torch.randn(6, 1, 8, 8), torch.arange(3).repeat(2), 3)
     query = torch.randn(5, 1, 8, 8)
     outputs = []
@@ -67,7 +67,8 @@ def test_adaptation_is_repeatable_and_does_not_touch_the_carried_state():
         torch.manual_seed(3)  # the runner seeds every episode
         outputs.append(alg.adapt(support, None).predict_proba(query))
     assert torch.equal(outputs[0], outputs[1])
-    assert alg.adam_.t == state.t and all(torch.equal(alg.adam_.v[n], state.v[n]) for n in state.v)
+    carried = alg.inner_adam()
+    assert carried.t == state.t == 1 and all(torch.equal(carried.v[n], state.v[n]) for n in state.v)
 
 
 def test_outer_step_moves_theta_toward_the_mean_of_the_adapted_weights():
@@ -75,7 +76,7 @@ def test_outer_step_moves_theta_toward_the_mean_of_the_adapted_weights():
     alg = tiny_reptile()
     params = dict(alg.model_.named_parameters())
     tasks = [(torch.randn(12, 1, 8, 8), torch.arange(3).repeat(4)) for _ in range(2)]
-    probe = alg.adam_.copy()
+    probe = alg.inner_adam().copy()
     torch.manual_seed(5)
     adapted = [alg.train_task(params, x, y, probe, 3, 4)[0] for x, y in tasks]
     expected = {n: sum(a[n].detach() for a in adapted) / 2 for n in params}

@@ -14,17 +14,15 @@ the support set's statistics instead (non-transductive).
 from __future__ import annotations
 
 import copy
-import itertools
-import resource
-from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
-from mtbench import Algorithm, FitData, LabeledImages, RunContext, Support, Tags, Target, fit_loop, hookimpl
+from mtbench import FitData, RunContext, Support, hookimpl
+from mtbench.train import OptimizerFactory
 
-from .functional import InnerLoop, MetaModel, Params, inner_loop, l2_distance, meta_objective, resolve_strategy
+from .functional import InnerLoop, Params, inner_loop, l2_distance, meta_objective, resolve_strategy
+from .meta_learner import AdaptedPredictor, GradientMetaLearner
 from .pretraining import PRETRAIN_BUDGETS, pretrained_encoder
 
 
@@ -35,33 +33,18 @@ def paper_settings(n_way: int) -> dict[str, Any]:
     return {"inner_lr": 0.4, "inner_steps": 1, "test_inner_steps": 3, "meta_batch": 32}
 
 
-@dataclass(frozen=True)
-class AdaptedPredictor:
-    """The adapted parameters of one episode."""
-
-    model: MetaModel
-    params: Params
-    inner: InnerLoop
-    support_x: torch.Tensor
-    regression: bool
-
-    @torch.no_grad()
-    def predict_proba(self, x: torch.Tensor) -> torch.Tensor:
-        return F.softmax(self.inner.query_output(self.model, self.params, self.support_x, x), dim=1)
-
-    @torch.no_grad()
-    def predict(self, x: torch.Tensor) -> torch.Tensor:
-        return self.inner.query_output(self.model, self.params, self.support_x, x)
-
-
-class MAML(Algorithm):
+class MAML(GradientMetaLearner):
     name = "maml"
-    kind = "meta"
     citation = "Finn et al. 2017, arXiv:1703.03400"
     adapt_params = frozenset({"test_inner_steps"})
     # quick fits the fewshot suite's ten minutes poorly: use it for smoke checks; standard is ~20 min on 2 cores.
     budgets = {"quick": {"meta_iterations": 300}, "standard": {"meta_iterations": 3000},
                "paper": {"meta_iterations": 60_000}}
+    constraints = {"meta_iterations": ">= 1", "meta_batch": ">= 1", "inner_lr": "> 0", "inner_steps": ">= 1",
+                   "test_inner_steps": ">= 0", "meta_lr": "> 0", "train_query": ">= 1",
+                   "bn": ("transductive", "support"), "strategy": ("auto", "loop", "grouped", "vmap"),
+                   "validate_every": ">= 0", "val_episodes": ">= 1", "pretrain_steps": ">= 0", "l2sp": ">= 0",
+                   "inner_l2sp": ">= 0"}
 
     def __init__(self, backbone: str = "conv4-maml", meta_iterations: int = 60_000, meta_batch: int | None = None,
                  inner_lr: float | None = None, inner_steps: int | None = None, test_inner_steps: int | None = None,
@@ -85,108 +68,69 @@ class MAML(Algorithm):
         self.l2sp = l2sp
         self.inner_l2sp = inner_l2sp
 
-    @property
-    def tags(self) -> Tags:  # type: ignore[override]
-        return Tags(transductive=self.bn == "transductive")
-
-    # -- settings -----------------------------------------------------------------------------------
-    # The paper's settings by number of ways; subclasses with another paper (Reptile) replace the table.
-    paper_settings = staticmethod(paper_settings)
-
-    def settings(self, n_way: int) -> dict[str, Any]:
-        """Explicit parameters win; unset ones take the paper's value for this number of ways."""
-        paper = self.paper_settings(n_way)
-        return {k: paper[k] if getattr(self, k) is None else getattr(self, k) for k in paper}
+    def paper_settings(self, n_way: int) -> dict[str, Any]:
+        return paper_settings(n_way)
 
     def adapted_names(self, params: Params) -> tuple[str, ...] | None:
         """Which parameters the inner loop changes (all of them for MAML)."""
         return None
 
     def inner(self, lr: Any, steps: int) -> InnerLoop:
-        if self.bn not in ("transductive", "support"):
-            raise ValueError(f"bn must be 'transductive' or 'support', not {self.bn!r}")
-        loss = F.mse_loss if self.regression_ else F.cross_entropy
-        return InnerLoop(loss, steps, lr, self.adapted_names(dict(self.model_.named_parameters())),
+        return InnerLoop(self.loss_function(), steps, lr, self.adapted_names(dict(self.model_.named_parameters())),
                          self.inner_l2sp, self.anchor_ or None, self.bn == "support")
 
     def lr_parameters(self) -> Params | None:
         """Meta-learned inner step sizes (Meta-SGD); None for a fixed scalar step size."""
         return None
 
-    # -- fit ----------------------------------------------------------------------------------------
-    def build(self, data: FitData, ctx: RunContext) -> None:
-        self.regression_ = not isinstance(data.train, LabeledImages)
-        in_shape = (1,) if self.regression_ else data.train.shape
-        n_out = 1 if self.regression_ else data.target.n_way
+    # -- fitted state and fit -------------------------------------------------------------------------
+    def init_fitted(self, data: FitData, ctx: RunContext, features: torch.nn.Module | None = None) -> None:
+        """The network; with pretraining, the L2-SP anchor too (a copy of the starting features)."""
+        super().init_fitted(data, ctx, features)
         self.anchor_: Params = {}
         if self.pretrain_steps:
-            features, info = pretrained_encoder(data, ctx, self.backbone, self.pretrain_steps)
-            head = info.pop("head")
-            self.pretrain_info_ = info
-            self.anchor_ = {f"features.{n}": p.detach().clone() for n, p in features.named_parameters()}
-            self.model_ = MetaModel(copy.deepcopy(features), n_out).to(ctx.device)
-            if self.regression_:  # same output space: the pretrained output layer is kept too
-                self.model_.head.load_state_dict(head.state_dict())
-        else:
-            self.model_ = MetaModel(ctx.build_backbone(self.backbone, in_shape), n_out).to(ctx.device)
+            self.anchor_ = {f"features.{n}": p.detach().clone() for n, p in self.model_.features.named_parameters()}
+        self.strategy_ = resolve_strategy(self.strategy, ctx.device, self.model_)
 
     def fit(self, data: FitData, ctx: RunContext) -> "MAML":
-        self.build(data, ctx)
-        target = data.target
-        s = self.settings(target.n_way)
-        self.settings_ = s
-        params = dict(self.model_.named_parameters())
-        lr_params = self.lr_parameters()
-        strategy = resolve_strategy(self.strategy, ctx.device, self.model_)
-        inner = self.inner(s["inner_lr"], s["inner_steps"])
-        query = self.train_query or (target.n_query if self.regression_ else target.k_shot)
-        sampler = data.episodes(target.n_way, target.k_shot, query)
-        counter = itertools.count()
-        batches = ([sampler[next(counter)].to(ctx.device) for _ in range(s["meta_batch"])] for _ in itertools.count())
-
-        def loss(tasks) -> torch.Tensor:
-            value, grads = meta_objective(self.model_, params, tasks, inner, self.first_order, strategy, lr_params)
-            penalty = self.l2sp * l2_distance(params, self.anchor_) if self.l2sp and self.anchor_ else None
-            if grads is None:
-                return value + penalty if penalty is not None else value
-            for name, p in params.items():
-                p.grad = grads["params"][name]
-            for name, p in (lr_params or {}).items():
-                p.grad = grads["lr"][name]
-            if penalty is not None:
-                penalty.backward()
-            return value
-
-        validate = None
-        if data.val is not None and self.validate_every:
-            validate = lambda: {"val_" + ("mse" if self.regression_ else "accuracy"): self.validation_score(data, ctx)}
-        trainable = [*params.values(), *(lr_params or {}).values()]
-        start_peak_memory(ctx.device)
-        history = fit_loop(loss, batches, trainable, steps=self.meta_iterations, ctx=ctx, lr=self.meta_lr,
-                           validate=validate, validate_every=self.validate_every,
-                           description=f"fit {self.name} {target.n_way}w{target.k_shot}s ({strategy})")
-        self.fit_info_ = {
-            "history": history.as_dict(), "settings": s, "strategy": strategy, "first_order": self.first_order,
-            "batchnorm": ("batch statistics, queries normalised together (transductive, as in the paper)"
-                          if self.bn == "transductive" else "batch statistics of the support set (non-transductive)"),
-            "seconds_per_meta_iteration": round(history.seconds / max(history.steps, 1), 4),
-            **peak_memory(ctx.device),
-            "pretrain": getattr(self, "pretrain_info_", None),
-        }
+        features, pretrain = None, None
+        if self.pretrain_steps:
+            features, pretrain = pretrained_encoder(data, ctx, self.backbone, self.pretrain_steps)
+            features, head = copy.deepcopy(features), pretrain.pop("head")
+        self.init_fitted(data, ctx, features)
+        if pretrain is not None and self.regression_:  # same output space: the pretrained output layer is kept too
+            self.model_.head.load_state_dict(head.state_dict())
+        self.fit_info_ = {**self.meta_train(data, ctx, f" ({self.strategy_})"), "pretrain": pretrain}
         return self
 
-    def validation_score(self, data: FitData, ctx: RunContext) -> float:
-        target = data.target
-        sampler = data.episodes(target.n_way, target.k_shot, target.n_query, split="val", seed_offset=7)
-        scores = []
-        for i in range(self.val_episodes):
-            ep = sampler[i].to(ctx.device)
-            out = self.adapt(ep.support(), ctx)
-            if self.regression_:
-                scores.append(float(F.mse_loss(out.predict(ep.query_x), ep.query_y)))
-            else:
-                scores.append(float((out.predict_proba(ep.query_x).argmax(1) == ep.query_y).float().mean()))
-        return sum(scores) / len(scores)
+    def training_episodes(self, target) -> tuple[int, int]:
+        return target.k_shot, self.train_query or (target.n_query if self.regression_ else target.k_shot)
+
+    def meta_parameters(self) -> list[torch.Tensor]:
+        return [*self.model_.parameters(), *(self.lr_parameters() or {}).values()]
+
+    def meta_optimizer(self) -> OptimizerFactory:
+        return lambda groups: torch.optim.Adam(groups, lr=self.meta_lr)
+
+    def fit_facts(self) -> dict[str, Any]:
+        return {"strategy": self.strategy_, "first_order": self.first_order}
+
+    def meta_loss(self, tasks: list) -> torch.Tensor:
+        s = self.settings_
+        params = dict(self.model_.named_parameters())
+        lr_params = self.lr_parameters()
+        inner = self.inner(s["inner_lr"], s["inner_steps"])
+        value, grads = meta_objective(self.model_, params, tasks, inner, self.first_order, self.strategy_, lr_params)
+        penalty = self.l2sp * l2_distance(params, self.anchor_) if self.l2sp and self.anchor_ else None
+        if grads is None:
+            return value + penalty if penalty is not None else value
+        for name, p in params.items():
+            p.grad = grads["params"][name]
+        for name, p in (lr_params or {}).items():
+            p.grad = grads["lr"][name]
+        if penalty is not None:
+            penalty.backward()
+        return value
 
     # -- adapt --------------------------------------------------------------------------------------
     def adapt(self, support: Support, ctx: RunContext) -> AdaptedPredictor:
@@ -202,38 +146,15 @@ class MAML(Algorithm):
                                 self.regression_)
 
 
-def start_peak_memory(device: torch.device) -> None:
-    """Start measuring peak memory for :func:`peak_memory` (CUDA counts from here; RSS is per process)."""
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-
-
-def peak_memory(device: torch.device) -> dict[str, Any]:
-    """Peak memory of the training run, recorded with every result of the MAML family."""
-    if device.type == "cuda":
-        return {"peak_memory_mb": round(torch.cuda.max_memory_allocated(device) / 2**20, 1),
-                "peak_memory_kind": "cuda max allocated"}
-    return {"peak_memory_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-            "peak_memory_kind": "process peak RSS"}
-
-
 class FirstOrderMAML(MAML):
     """First-order MAML: the meta-gradient ignores second derivatives through the inner loop."""
 
     name = "maml-fo"
     citation = "Finn et al. 2017, arXiv:1703.03400 (first-order approximation)"
+    param_defaults = {"first_order": True}
     # About 2.5x cheaper per meta-iteration than second order on the CPU: the same wall-clock budget.
     budgets = {"quick": {"meta_iterations": 600}, "standard": {"meta_iterations": 6000},
                "paper": {"meta_iterations": 60_000}}
-
-    def __init__(self, backbone: str = "conv4-maml", meta_iterations: int = 60_000, meta_batch: int | None = None,
-                 inner_lr: float | None = None, inner_steps: int | None = None, test_inner_steps: int | None = None,
-                 meta_lr: float = 1e-3, train_query: int | None = None, first_order: bool = True,
-                 bn: str = "transductive", strategy: str = "auto", validate_every: int = 100,
-                 val_episodes: int = 100, pretrain_steps: int = 0, l2sp: float = 0.0, inner_l2sp: float = 0.0) -> None:
-        super().__init__(backbone, meta_iterations, meta_batch, inner_lr, inner_steps, test_inner_steps, meta_lr,
-                         train_query, first_order, bn, strategy, validate_every, val_episodes, pretrain_steps,
-                         l2sp, inner_l2sp)
 
 
 class MAMLL2SP(MAML):
@@ -242,17 +163,8 @@ class MAMLL2SP(MAML):
     name = "maml-l2sp"
     kind = "joint"
     citation = "MAML (Finn et al. 2017) + L2-SP (Li et al. 2018, arXiv:1802.01483) from a pretrained start"
+    param_defaults = {"pretrain_steps": 10_000, "l2sp": 1e-3}
     budgets = {b: {**MAML.budgets[b], **PRETRAIN_BUDGETS[b]} for b in MAML.budgets}
-
-    def __init__(self, backbone: str = "conv4-maml", meta_iterations: int = 60_000, meta_batch: int | None = None,
-                 inner_lr: float | None = None, inner_steps: int | None = None, test_inner_steps: int | None = None,
-                 meta_lr: float = 1e-3, train_query: int | None = None, first_order: bool = False,
-                 bn: str = "transductive", strategy: str = "auto", validate_every: int = 100,
-                 val_episodes: int = 100, pretrain_steps: int = 10_000, l2sp: float = 1e-3,
-                 inner_l2sp: float = 0.0) -> None:
-        super().__init__(backbone, meta_iterations, meta_batch, inner_lr, inner_steps, test_inner_steps, meta_lr,
-                         train_query, first_order, bn, strategy, validate_every, val_episodes, pretrain_steps,
-                         l2sp, inner_l2sp)
 
 
 @hookimpl

@@ -16,9 +16,9 @@ class MetaSGD(MAML):
     name = "meta-sgd"
     citation = "Li et al. 2017, arXiv:1707.09835"
 
-    def build(self, data: FitData, ctx: RunContext) -> None:
-        super().build(data, ctx)
-        init = self.settings(data.target.n_way)["inner_lr"]
+    def init_fitted(self, data: FitData, ctx: RunContext, features: torch.nn.Module | None = None) -> None:
+        super().init_fitted(data, ctx, features)
+        init = self.settings_["inner_lr"]
         self.step_sizes_ = {n: torch.full_like(p, init).requires_grad_() for n, p in self.model_.named_parameters()}
 
     def lr_parameters(self) -> Params:

@@ -14,16 +14,16 @@ instead, as an earlier version here did, learns nothing useful (about 53% on 5-w
 """
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from mtbench import FitData, RunContext, Support, fit_loop, hookimpl
+from mtbench import FitData, RunContext, Support, hookimpl
+from mtbench.train import OptimizerFactory, ScheduleFactory, linear_to_zero
 
-from .functional import Params, call
-from .maml import MAML, AdaptedPredictor, peak_memory, start_peak_memory
+from .functional import InnerLoop, Params, call
+from .meta_learner import AdaptedPredictor, GradientMetaLearner
 
 
 def paper_settings(n_way: int) -> dict[str, Any]:
@@ -39,29 +39,42 @@ def paper_settings(n_way: int) -> dict[str, Any]:
 class InnerAdam:
     """Adam on functional parameters (Kingma & Ba 2015), beta1 = 0 as in Reptile.
 
-    The state (step count, second moments) lives across tasks; :meth:`copy` gives an episode its own.
+    Its ``state`` (step count ``t``, moments ``m`` and ``v`` by parameter name) is a plain dict of tensors and
+    numbers, updated in place: Reptile keeps it as fitted state across tasks, and :meth:`copy` gives an
+    evaluation episode its own.
     """
 
     lr: float
     beta1: float = 0.0
     beta2: float = 0.999
     eps: float = 1e-8
-    t: int = 0
-    m: Params = field(default_factory=dict)
-    v: Params = field(default_factory=dict)
+    state: dict[str, Any] = field(default_factory=lambda: {"t": 0, "m": {}, "v": {}})
+
+    @property
+    def t(self) -> int:
+        return self.state["t"]
+
+    @property
+    def m(self) -> Params:
+        return self.state["m"]
+
+    @property
+    def v(self) -> Params:
+        return self.state["v"]
 
     def copy(self) -> "InnerAdam":
-        return InnerAdam(self.lr, self.beta1, self.beta2, self.eps, self.t,
-                         {n: x.clone() for n, x in self.m.items()}, {n: x.clone() for n, x in self.v.items()})
+        return InnerAdam(self.lr, self.beta1, self.beta2, self.eps,
+                         {"t": self.t, "m": {n: x.clone() for n, x in self.m.items()},
+                          "v": {n: x.clone() for n, x in self.v.items()}})
 
     @torch.no_grad()
     def step(self, params: Params, grads: Params) -> Params:
-        self.t += 1
+        self.state["t"] += 1
         names = list(grads)
         g = [grads[n] for n in names]
         if not self.v:
-            self.m = {n: torch.zeros_like(x) for n, x in zip(names, g)}
-            self.v = {n: torch.zeros_like(x) for n, x in zip(names, g)}
+            self.state["m"] = {n: torch.zeros_like(x) for n, x in zip(names, g)}
+            self.state["v"] = {n: torch.zeros_like(x) for n, x in zip(names, g)}
         m, v = [self.m[n] for n in names], [self.v[n] for n in names]
         if self.beta1 == 0:
             m = g
@@ -76,10 +89,14 @@ class InnerAdam:
         return {**params, **{n: p.requires_grad_() for n, p in zip(names, moved)}}
 
 
-class Reptile(MAML):
+class Reptile(GradientMetaLearner):
     name = "reptile"
     citation = "Nichol et al. 2018, arXiv:1803.02999"
     adapt_params = frozenset({"test_inner_steps", "test_inner_batch"})
+    constraints = {"meta_iterations": ">= 1", "meta_batch": ">= 1", "inner_lr": "> 0", "inner_steps": ">= 1",
+                   "inner_batch": ">= 1", "test_inner_steps": ">= 0", "test_inner_batch": ">= 1", "meta_step": "> 0",
+                   "train_shot": ">= 1", "bn": ("transductive", "support"), "validate_every": ">= 0",
+                   "val_episodes": ">= 1"}
     # Standard: what about 25 minutes of one CPU core allow (0.17-0.19 s per meta-iteration); paper: 100,000.
     budgets = {"quick": {"meta_iterations": 2000}, "standard": {"meta_iterations": 7000},
                "paper": {"meta_iterations": 100_000}}
@@ -103,15 +120,49 @@ class Reptile(MAML):
         self.validate_every = validate_every
         self.val_episodes = val_episodes
 
-    # MAML options the shared machinery (build, inner) reads; Reptile has no such choices.
-    pretrain_steps = 0
-    l2sp = inner_l2sp = 0.0
-    paper_settings = staticmethod(paper_settings)
+    def paper_settings(self, n_way: int) -> dict[str, Any]:
+        return paper_settings(n_way)
+
+    def batchnorm_mode(self) -> str:
+        super().batchnorm_mode()
+        return ("batch statistics of each minibatch; queries normalised together (transductive, as in the paper)"
+                if self.bn == "transductive" else
+                "batch statistics of each minibatch; queries with the support set's (non-transductive)")
+
+    def inner(self) -> InnerLoop:
+        """The task loss and how queries are normalised (the step sizes live in the inner Adam)."""
+        return InnerLoop(self.loss_function(), 0, 0.0, support_stats=self.bn == "support")
+
+    def init_fitted(self, data: FitData, ctx: RunContext, features: torch.nn.Module | None = None) -> None:
+        """The network and the inner Adam's state, which is fitted state too: the paper's code carries it from
+        task to task and into evaluation. Kept as a plain dict (step count, moments) so it is stored with
+        the fit like any tensor."""
+        super().init_fitted(data, ctx, features)
+        self.adam_state_: dict[str, Any] = InnerAdam(0.0).state
+
+    def inner_adam(self) -> InnerAdam:
+        """The carried inner optimiser; its steps update ``adam_state_`` in place."""
+        return InnerAdam(self.settings_["inner_lr"], state=self.adam_state_)
+
+    # -- meta-training ------------------------------------------------------------------------------
+    def training_episodes(self, target) -> tuple[int, int]:
+        return self.train_shot, 0
+
+    def meta_optimizer(self) -> OptimizerFactory:
+        """Plain SGD on theta - mean(theta_task) is Reptile's interpolation step."""
+        return lambda groups: torch.optim.SGD(groups, lr=self.meta_step)
+
+    def meta_schedule(self) -> ScheduleFactory:
+        return linear_to_zero
+
+    def fit_facts(self) -> dict[str, Any]:
+        return {"train_shot": self.train_shot,
+                "inner_optimizer": "adam, beta1 0, state carried across tasks and into evaluation"}
 
     def train_task(self, params: Params, x: torch.Tensor, y: torch.Tensor, adam: InnerAdam, steps: int,
                    batch: int) -> tuple[Params, float]:
         """``steps`` Adam steps on minibatches that walk through a shuffled copy of the task's examples."""
-        inner = self.inner(0.0, 0)  # its loss and BatchNorm mode
+        inner = self.inner()
         fast = {n: p.detach().requires_grad_() for n, p in params.items()}
         batch = min(batch, len(y))
         order = torch.randperm(len(y), device=y.device)
@@ -132,46 +183,20 @@ class Reptile(MAML):
         s = self.settings_
         moved = {n: torch.zeros_like(p) for n, p in params.items()}
         total = 0.0
+        adam = self.inner_adam()
         for ep in tasks:
-            fast, loss = self.train_task(params, ep.support_x, ep.support_y, self.adam_, s["inner_steps"],
-                                         s["inner_batch"])
+            fast, loss = self.train_task(params, ep.support_x, ep.support_y, adam, s["inner_steps"], s["inner_batch"])
             for n in moved:
                 moved[n] += params[n].detach() - fast[n].detach()
             total += loss
         return {n: m / len(tasks) for n, m in moved.items()}, total / len(tasks)
 
-    def fit(self, data: FitData, ctx: RunContext) -> "Reptile":
-        self.build(data, ctx)
-        target = data.target
-        self.settings_ = s = self.settings(target.n_way)
+    def meta_loss(self, tasks: list) -> torch.Tensor:
         params = dict(self.model_.named_parameters())
-        self.adam_ = InnerAdam(s["inner_lr"])
-        sampler = data.episodes(target.n_way, self.train_shot, 0)
-        counter = itertools.count()
-        batches = ([sampler[next(counter)].to(ctx.device) for _ in range(s["meta_batch"])] for _ in itertools.count())
-
-        def pseudo_gradient(tasks) -> torch.Tensor:
-            grads, loss = self.meta_gradient(params, tasks)
-            for n, p in params.items():
-                p.grad = grads[n]
-            return torch.tensor(loss)
-
-        validate = (lambda: {"val_accuracy": self.validation_score(data, ctx)}) if (
-            data.val is not None and self.validate_every) else None
-        start_peak_memory(ctx.device)
-        history = fit_loop(pseudo_gradient, batches, params.values(), steps=self.meta_iterations, ctx=ctx,
-                           lr=self.meta_step, optimizer="sgd", momentum=0.0, linear_decay=True, validate=validate,
-                           validate_every=self.validate_every,
-                           description=f"fit reptile {target.n_way}w{target.k_shot}s")
-        self.fit_info_ = {"history": history.as_dict(), "settings": s, "train_shot": self.train_shot,
-                          "inner_optimizer": "adam, beta1 0, state carried across tasks and into evaluation",
-                          "seconds_per_meta_iteration": round(history.seconds / max(history.steps, 1), 4),
-                          **peak_memory(ctx.device),
-                          "batchnorm": ("batch statistics of each minibatch; queries normalised together "
-                                        "(transductive, as in the paper)" if self.bn == "transductive" else
-                                        "batch statistics of each minibatch; queries with the support set's "
-                                        "(non-transductive)")}
-        return self
+        grads, loss = self.meta_gradient(params, tasks)
+        for n, p in params.items():
+            p.grad = grads[n]
+        return torch.tensor(loss)
 
     def adapt(self, support: Support, ctx: RunContext) -> AdaptedPredictor:
         s = self.settings_
@@ -179,8 +204,8 @@ class Reptile(MAML):
         batch = s["test_inner_batch"] if self.test_inner_batch is None else self.test_inner_batch
         params = {n: p.detach() for n, p in self.model_.named_parameters()}
         with torch.enable_grad():
-            fast, _ = self.train_task(params, support.x, support.y, self.adam_.copy(), steps, batch)
-        return AdaptedPredictor(self.model_, {n: p.detach() for n, p in fast.items()}, self.inner(0.0, 0),
+            fast, _ = self.train_task(params, support.x, support.y, self.inner_adam().copy(), steps, batch)
+        return AdaptedPredictor(self.model_, {n: p.detach() for n, p in fast.items()}, self.inner(),
                                 support.x, self.regression_)
 
 

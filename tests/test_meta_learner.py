@@ -1,0 +1,44 @@
+"""The shared base of gradient-based meta-learners: variants by defaults, not copies; init_fitted builds the
+fitted state without training."""
+from __future__ import annotations
+
+import typing
+
+import torch
+
+from mtbench import RunContext
+from mtbench.plugins import load_plugins
+from mtbench_zoo.maml import MAML, FirstOrderMAML, MAMLL2SP
+from mtbench_zoo.meta_learner import GradientMetaLearner
+from mtbench_zoo.reptile import Reptile
+from test_maml import synthetic_fit_data
+
+
+def test_variants_change_defaults_without_repeating_the_init():
+    assert FirstOrderMAML.param_names() == MAML.param_names() == MAMLL2SP.param_names()
+    assert FirstOrderMAML().first_order is True and MAML().first_order is False
+    assert (MAMLL2SP().pretrain_steps, MAMLL2SP().l2sp) == (10_000, 1e-3)
+    assert FirstOrderMAML(first_order=False, meta_iterations=7).get_params()["meta_iterations"] == 7
+    hints = typing.get_type_hints(FirstOrderMAML.__init__)
+    assert hints["first_order"] is bool and hints["meta_iterations"] is int
+    assert "__init__" not in FirstOrderMAML.__dict__ or FirstOrderMAML.__init__.__wrapped__ is MAML.__init__
+    assert issubclass(Reptile, GradientMetaLearner) and not issubclass(Reptile, MAML)
+
+
+def test_init_fitted_builds_fresh_state_that_fit_then_trains():
+    plugins = load_plugins()
+    ctx = RunContext(torch.device("cpu"), plugins=plugins)
+    data = synthetic_fit_data()
+    for name in ("maml", "maml-fo", "maml-l2sp", "anil", "meta-sgd", "reptile"):
+        alg = plugins.algorithms.get(name)(meta_iterations=2, meta_batch=2, validate_every=0)
+        if name == "reptile":
+            alg.set_params(train_shot=4)
+        if name == "maml-l2sp":
+            alg.set_params(pretrain_steps=2)
+        torch.manual_seed(0)
+        alg.init_fitted(data, ctx)
+        fresh = {n: p.detach().clone() for n, p in alg.model_.named_parameters()}
+        assert alg.settings_["meta_batch"] == 2 and not hasattr(alg, "fit_info_"), name
+        torch.manual_seed(0)
+        alg.fit(data, ctx)
+        assert any(not torch.equal(fresh[n], p) for n, p in alg.model_.named_parameters()), name
