@@ -130,30 +130,87 @@ def run(
             err.print("interrupted: finished cells are saved; run the same command again to resume")
             raise typer.Exit(130)
         if not quiet:
-            _show(store, the_suite, "terminal", None, "accuracy" if "accuracy" in the_suite.metrics
-                  else the_suite.metrics[0], plugins)
+            try:
+                board = build_board(store, the_suite, None, plugins)
+            except NoResults:
+                return
+            _show(board, "terminal", None, _renderer("terminal", plugins))
 
 
-def _show(store: Any, suite: Any, fmt: str, output: Optional[Path], metric: str, plugins: Any) -> None:
+class NoResults(Exception):
+    """Nothing to tabulate: one line on stderr and exit 1 (not a usage error)."""
+
+
+def build_board(store: Any, suite: Any, metric: Optional[str], plugins: Any, title: str = "") -> Any:
+    """The :class:`~mtbench.leaderboard.Leaderboard` of stored results (raises NoResults when empty).
+
+    ``metric`` defaults to the suite's first metric, else the first metric found in the results.
+    """
+    from .leaderboard import build_leaderboard
+
+    where = f"{store.root}" + (f" for suite {suite.name!r}" if suite else "")
+    if not store.root.is_dir():
+        raise NoResults(f"no results: {store.root} does not exist")
+    runs = store.load(suite.name if suite else None)
+    if not runs:
+        raise NoResults(f"no results in {where}")
+    if metric is None:
+        present = [r[1] for run in runs for r in (run.get("rows") or [])[:1]]
+        metric = suite.metrics[0] if suite else present[0]
+    m = plugins.metrics.get(metric)
+    versions = {}
+    for name in {run["spec"].get("plugin") or run["spec"].get("algorithm") for run in runs}:
+        if name in plugins.algorithms:
+            versions[name] = plugins.algorithms.get(name).code_version()
+    title = title or f"{suite.name if suite else 'all suites'}: {metric}"
+    board = build_leaderboard(runs, suite=suite, metric=m, title=title, code_versions=versions)
+    if board.cells.empty:
+        raise NoResults(f"no {metric!r} results in {where}")
+    return board
+
+
+def _renderer(fmt: str, plugins: Any) -> Any:
+    """The registered renderer of ``fmt`` (checked before any work), or None for the interim built-ins."""
     from . import leaderboard as lb
-    frame = store.frame(suite.name if suite else None)
-    table = lb.aggregate(frame)
-    if fmt == "csv":
-        text = lb.render_csv(table)
-    else:
-        m = plugins.metrics.get(metric)
-        wide = lb.pivot(table, metric, scale=m.scale, digits=1 if m.scale == 100 else 3,
-                        references=suite.references if suite else ())
-        title = f"{suite.name if suite else 'all suites'}: {metric}, mean ± 95% CI (episodes)"
-        if fmt == "terminal":
-            console = out if out.is_terminal else Console(width=PIPE_WIDTH)
-            console.print(lb.render_rich(wide, title))
+    registry = getattr(plugins, "renderers", None)
+    if registry is not None:
+        return registry.get(fmt)
+    if fmt not in (*lb.RENDERERS, "csv", "terminal"):
+        raise MtbenchError(f"unknown format {fmt!r}; use terminal, markdown, csv, html or latex")
+    return None
+
+
+def _show(board: Any, fmt: str, output: Optional[Path], renderer: Any) -> None:
+    from . import leaderboard as lb
+    if renderer is not None:
+        if output:
+            renderer.write(board, output)
+            err.print(f"wrote {output}")
             return
-        if fmt not in lb.RENDERERS:
-            raise MtbenchError(f"unknown format {fmt!r}; use terminal, markdown, csv, html or latex")
-        notes = _notes(frame, suite) if fmt == "markdown" else ()
-        text = lb.RENDERERS[fmt](wide, title, notes) if fmt == "markdown" else (
-            lb.RENDERERS[fmt](wide, title) if fmt == "html" else lb.RENDERERS[fmt](wide))
+        if fmt == "terminal" and out.is_terminal and renderer.console is not None:
+            for item in renderer.console(board):
+                out.print(item)
+            return
+        data = renderer.render(board)
+        if isinstance(data, bytes):
+            sys.stdout.buffer.write(data)
+        else:
+            sys.stdout.write(data)
+        return
+    if fmt == "terminal" and output is None:
+        console = out if out.is_terminal else Console(width=PIPE_WIDTH)
+        console.print(lb.render_rich(board.wide, board.title))
+        for note in board.notes:
+            console.print(note, highlight=False)
+        return
+    if fmt == "csv":
+        text = lb.render_csv(board.cells.drop(columns=["params"]))
+    elif fmt == "markdown":
+        text = lb.render_markdown(board.wide, board.title, board.notes)
+    elif fmt == "html":
+        text = lb.render_html(board.wide, board.title)
+    else:
+        text = lb.RENDERERS[fmt](board.wide)
     if output:
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(text)
@@ -162,34 +219,32 @@ def _show(store: Any, suite: Any, fmt: str, output: Optional[Path], metric: str,
         sys.stdout.write(text)
 
 
-def _notes(frame: Any, suite: Any) -> list[str]:
-    """Provenance lines under a Markdown leaderboard."""
-    if frame.empty:
-        return []
-    lines = [f"Rendered by `mtbench leaderboard` from {frame['run_id'].nunique()} result files. "
-             f"CI = 1.96 * std(ddof=1) / sqrt(episodes). Budget: {', '.join(sorted(set(frame['budget'])))}; "
-             f"device: {', '.join(sorted(set(frame['device'])))}."]
-    for ref in (suite.references if suite else ()):
-        lines.append(f"Paper {ref.algorithm} {ref.n_way}-way {ref.k_shot}-shot: {ref.source}.")
-    return [" ".join(lines[:1]), "", *(f"- {line}" for line in lines[1:])]
-
-
 @app.command()
 def leaderboard(
     results_dir: Path = ResultsOpt,
     suite: Optional[str] = typer.Option(None, "--suite", "-s", help="Only this suite (name or TOML path)."),
-    fmt: str = typer.Option("terminal", "--format", "-f", help="terminal | markdown | csv | html | latex."),
+    fmt: str = typer.Option("terminal", "--format", "-f", help="terminal | markdown | csv | json | html | latex "
+                            "(or a plugin's format)."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to this file instead of stdout."),
-    metric: str = typer.Option("accuracy", "--metric", "-m", help="Metric to tabulate."),
+    metric: Optional[str] = typer.Option(None, "--metric", "-m",
+                                         help="Metric to tabulate (default: the suite's first metric)."),
     plugin: Optional[List[str]] = PluginOpt,
     block: Optional[List[str]] = BlockOpt,
 ) -> None:
-    """Render mean ± 95% CI per algorithm and protocol from stored results."""
+    """One row per experiment: mean ± 95% CI per protocol, paired significance against the best, ranks, cost."""
     from .results import ResultStore
     with user_errors():
         plugins = _plugins(plugin, block)
         the_suite = _resolve_suite(suite, plugins) if suite else None
-        _show(ResultStore(results_dir), the_suite, fmt, output, metric, plugins)
+        renderer = _renderer(fmt, plugins)
+        if metric is not None:
+            plugins.metrics.get(metric)
+        try:
+            board = build_board(ResultStore(results_dir), the_suite, metric, plugins)
+        except NoResults as exc:
+            err.print(str(exc), highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
+        _show(board, fmt, output, renderer)
 
 
 @app.command()
@@ -230,6 +285,35 @@ def download(
             raise MtbenchError(f"dataset {dataset!r} has nothing to download")
         for path in cls().download(target):
             err.print(f"ok {path}")
+
+
+@app.command()
+def prepare(
+    dataset: str = typer.Argument(..., help="Dataset name: miniimagenet, cifar-fs, fc100, cub, tiered-imagenet."),
+    source: Path = typer.Option(..., "--from", help="The dataset as you have it: a folder, zip or tar archive."),
+    param: Optional[List[str]] = typer.Option(None, "--param", help="Dataset parameter KEY=VALUE, e.g. image_size=84."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    plugin: Optional[List[str]] = PluginOpt,
+) -> None:
+    """Convert a dataset once into the memory-mapped uint8 cache ($MTBENCH_CACHE/prepared) its loader reads."""
+    from .progress import Reporter
+    with user_errors():
+        cls = _plugins(plugin, None).datasets.get(dataset)
+        if not hasattr(cls, "prepare"):
+            raise MtbenchError(f"dataset {dataset!r} needs no `mtbench prepare`: it reads its files directly")
+        raw: dict[str, Any] = {}
+        for item in param or ():
+            key, sep, value = item.partition("=")
+            if not sep or not key:
+                raise MtbenchError(f"--param {item!r} must look like KEY=VALUE, e.g. image_size=84")
+            try:
+                raw[key] = json.loads(value)
+            except json.JSONDecodeError:
+                raw[key] = value
+        params = cls.check_params(raw, f"--param of {dataset}")
+        with Reporter(enabled=not quiet, console=err) as reporter:
+            folder = cls(**params).prepare(source, data_cache_dir(), reporter)
+        err.print(f"ok {folder}", highlight=False)
 
 
 def main() -> None:

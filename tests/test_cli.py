@@ -37,10 +37,10 @@ def test_smoke_run_then_leaderboard(tmp_path):
                    "--output", str(md))
     assert board.exit_code == 0
     text = md.read_text()
-    assert "| synthetic | protonet | meta | quick |" in text and "(10)" in text
+    assert "| synthetic | protonet | meta |" in text and "(10)" in text
     csv = invoke("leaderboard", "--results-dir", str(results), "--format", "csv")
-    assert csv.stdout.splitlines()[0].startswith("suite,dataset,split,algorithm")
-    assert len(csv.stdout.strip().splitlines()) == 1 + 6 * 2  # 6 cells x 2 metrics
+    assert csv.stdout.splitlines()[0].startswith("experiment,algorithm")
+    assert len(csv.stdout.strip().splitlines()) == 1 + 6  # 6 cells of the first metric (accuracy)
 
 
 def test_set_overrides_a_hyperparameter(tmp_path):

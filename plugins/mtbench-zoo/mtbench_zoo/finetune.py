@@ -18,8 +18,8 @@ from torch import nn
 
 from mtbench import Algorithm, FitData, LabeledImages, RunContext, Support, Target, fit_loop, hookimpl
 
-from ._common import FeaturePredictor, embed
-from .pretraining import PRETRAIN_BUDGETS, pretrained_encoder
+from ._common import FeaturePredictor, FrozenEmbedding, HeadPredictor
+from .pretraining import PRETRAIN_BUDGETS, fresh_networks, pretrained_encoder
 
 
 def l2sp_penalty(model: nn.Module, reference: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -27,7 +27,7 @@ def l2sp_penalty(model: nn.Module, reference: dict[str, torch.Tensor]) -> torch.
     return sum(((p - reference[n]) ** 2).sum() for n, p in model.named_parameters())
 
 
-class Finetune(Algorithm):
+class Finetune(FrozenEmbedding, Algorithm):
     name = "finetune"
     kind = "transfer"
     citation = "Chen et al. 2019, arXiv:1904.04232 (Baseline); L2-SP: Li et al. 2018, arXiv:1802.01483"
@@ -51,25 +51,40 @@ class Finetune(Algorithm):
     def fit_key(self, target: Target) -> dict:
         return {}  # pretraining does not depend on the test protocol
 
+    def init_fitted(self, data: FitData, ctx: RunContext) -> None:
+        self.regression_ = not isinstance(data.train, LabeledImages)
+        encoder, head = fresh_networks(data, ctx, self.backbone)
+        self.encoder_ = encoder.eval()
+        self.head_ = head if self.regression_ else None  # regression keeps its output layer
+
     def fit(self, data: FitData, ctx: RunContext) -> "Finetune":
+        self.init_fitted(data, ctx)
         self.encoder_, info = pretrained_encoder(data, ctx, self.backbone, self.pretrain_steps, self.batch_size,
                                                  self.lr)
-        self.regression_ = not isinstance(data.train, LabeledImages)
-        self.head_ = info.pop("head") if self.regression_ else None  # regression keeps its output layer
-        info.pop("head", None)
+        head = info.pop("head")
+        if self.regression_:
+            self.head_ = head
         self.fit_info_ = {**info, "batchnorm": "running statistics (frozen) during adaptation and test"}
         return self
+
+    def embeds_once(self) -> bool:
+        """Only the head is trained on a frozen encoder (not when fine-tuning the backbone, nor regression)."""
+        return not self.finetune_backbone and not self.regression_
+
+    def adapt_embedded(self, support: Support, ctx: RunContext) -> HeadPredictor:
+        """A new linear head trained on the support embeddings (``support.x``)."""
+        head = nn.Linear(self.encoder_.out_dim, support.n_way).to(ctx.device)
+        fit_loop(lambda _: F.cross_entropy(head(support.x), support.y), itertools.repeat(None), head.parameters(),
+                 steps=self.head_steps, ctx=ctx, lr=self.head_lr, weight_decay=self.head_weight_decay,
+                 progress=False)
+        return HeadPredictor(head)
 
     def adapt(self, support: Support, ctx: RunContext):
         if self.regression_:
             return self.adapt_regression(support, ctx)
-        head = nn.Linear(self.encoder_.out_dim, support.n_way).to(ctx.device)
         if not self.finetune_backbone:
-            z = embed(self.encoder_, support.x)
-            fit_loop(lambda _: F.cross_entropy(head(z), support.y), itertools.repeat(None), head.parameters(),
-                     steps=self.head_steps, ctx=ctx, lr=self.head_lr, weight_decay=self.head_weight_decay,
-                     progress=False)
-            return FeaturePredictor(self.encoder_, head)
+            return super().adapt(support, ctx)
+        head = nn.Linear(self.encoder_.out_dim, support.n_way).to(ctx.device)
         encoder = copy.deepcopy(self.encoder_).eval()  # BatchNorm keeps its pretrained statistics
         reference = {n: p.detach().clone() for n, p in self.encoder_.named_parameters()}
 
