@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from .errors import PluginLoadError
+
 if TYPE_CHECKING:
     from .plugins import Plugins
 
@@ -45,5 +47,10 @@ def environment_info(device: torch.device, plugins: "Plugins | None" = None) -> 
         info["cuda"] = torch.version.cuda
     if plugins is not None:
         info["plugins"] = plugins.versions()
-        plugins.pm.hook.update_environment_info(info=info)
+        for impl in plugins.pm.hook.update_environment_info.get_hookimpls():
+            try:
+                impl.function(info=info)
+            except Exception as exc:  # a broken plugin is the plugin's fault, told in one line
+                raise PluginLoadError(f"{plugins.info(impl.plugin_name).label} failed in update_environment_info: "
+                                      f"{type(exc).__name__}: {exc}") from exc
     return info

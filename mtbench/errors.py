@@ -31,3 +31,7 @@ class PluginLoadError(MtbenchError):
 
 class SuiteError(MtbenchError):
     """A malformed suite file."""
+
+
+class DivergedError(MtbenchError):
+    """A fit whose loss became NaN, infinite or exploded (e.g. a learning rate far too large)."""

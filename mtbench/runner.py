@@ -9,8 +9,9 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -21,11 +22,11 @@ from .context import RunContext
 from .data import DatasetSplits
 from .episode import make_sampler
 from .environment import environment_info
-from .errors import MtbenchError
+from .errors import DivergedError, MtbenchError
 from .evaluation import evaluate
 from .plugins import Plugins
 from .results import ROW_COLUMNS, ResultStore
-from .suites import AlgorithmEntry, DatasetEntry, Suite
+from .suites import AlgorithmEntry, DatasetEntry, Suite, check_count, validate_suite
 
 BUDGETS = ("quick", "standard", "paper")
 SAMPLER_VERSION = "episode-sampler/1"
@@ -77,12 +78,24 @@ class Cell:
 
 def resolve_params(cls: type[Algorithm], suite: Suite, entry: AlgorithmEntry, budget: str,
                    overrides: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
-    """Defaults < the algorithm's budget profile < the suite's overrides < command-line overrides."""
+    """Defaults < the algorithm's budget profile < the suite's overrides < command-line overrides.
+
+    Every value is typed and range-checked where it comes from (before any data is loaded).
+    """
     alg = cls()
-    alg.set_params(**cls.budgets.get(budget, {}))
-    alg.set_params(**suite.overrides(entry, budget))
-    alg.set_params(**(overrides or {}).get(entry.id, {}))
+    alg.set_params(**cls.check_params(cls.budgets.get(budget, {}), f"{cls.name} budget {budget!r}"))
+    alg.set_params(**cls.check_params(suite.overrides(entry, budget), f"suite {suite.source or suite.name}"))
+    alg.set_params(**cls.check_params((overrides or {}).get(entry.id, {}), f"--set {entry.id}"))
     return alg.get_params()
+
+
+def checked_dataset(entry: DatasetEntry, plugins: Plugins, suite: Suite) -> DatasetEntry:
+    """The entry with its parameters (and its base dataset's) typed and range-checked by the dataset class."""
+    where = f"suite {suite.source or suite.name}: dataset {entry.name}"
+    params = plugins.datasets.get(entry.name).check_params(entry.params, where)
+    train = entry.train and replace(entry.train, params=plugins.datasets.get(entry.train.name).check_params(
+        entry.train.params, f"{where} train dataset {entry.train.name}"))
+    return replace(entry, params=params, train=train)
 
 
 def plan_cells(suite: Suite, plugins: Plugins, budget: str | None = None, algorithms: list[str] | None = None,
@@ -90,6 +103,11 @@ def plan_cells(suite: Suite, plugins: Plugins, budget: str | None = None, algori
                overrides: dict[str, dict[str, Any]] | None = None,
                protocols: list[tuple[int, int]] | None = None) -> list[Cell]:
     """Every cell of the suite, with names checked (unknown names fail here, before any training)."""
+    validate_suite(suite)
+    if n_episodes is not None:
+        check_count(n_episodes, "--episodes", 1)
+    for seed in seeds or ():
+        check_count(seed, "--seed", 0)
     budget = budget or suite.default_budget
     if budget not in BUDGETS:
         raise MtbenchError(f"unknown budget {budget!r}; use one of {', '.join(BUDGETS)}")
@@ -98,9 +116,7 @@ def plan_cells(suite: Suite, plugins: Plugins, budget: str | None = None, algori
     for name, cls in classes.items():
         if cls.kind not in FAMILIES:
             raise MtbenchError(f"algorithm {name!r} declares kind {cls.kind!r}; expected one of {FAMILIES}")
-    for entry in suite.datasets:
-        plugins.datasets.get(entry.name)
-        plugins.datasets.get(entry.base.name)
+    datasets = [checked_dataset(entry, plugins, suite) for entry in suite.datasets]
     for metric in suite.metrics:
         plugins.metrics.get(metric)
     for name in (overrides or {}):
@@ -115,8 +131,8 @@ def plan_cells(suite: Suite, plugins: Plugins, budget: str | None = None, algori
             raise MtbenchError(f"--protocol {missing[0][0]}w{missing[0][1]}s is not in suite {suite.name!r} ({have})")
         chosen = [p for p in chosen if p in protocols]
     return [Cell(suite.name, e.id, params[e.id], entry, n_way, k_shot, suite.n_query,
-                 n_episodes or suite.n_episodes, seed, suite.metrics, budget, e.name)
-            for entry in suite.datasets for (n_way, k_shot) in chosen
+                 suite.n_episodes if n_episodes is None else n_episodes, seed, suite.metrics, budget, e.name)
+            for entry in datasets for (n_way, k_shot) in chosen
             for seed in (seeds or suite.seeds) for e in entries]
 
 
@@ -124,6 +140,15 @@ def training_cost(fit_info: dict[str, Any]) -> dict[str, Any]:
     """Steps and seconds of the training the fit used, even when shared (a cached pretraining)."""
     history = fit_info.get("history") or {}
     return {"train_steps": history.get("steps"), "train_s": history.get("seconds")}
+
+
+def check_rows(rows: list[list[Any]], cell: Cell) -> None:
+    """NaN or infinity is never stored as a score: it means the model diverged, not that it scored."""
+    for episode, metric, value, _ in rows:
+        if not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise DivergedError(f"{cell.algorithm} on {cell.dataset.name} {cell.n_way}w{cell.k_shot}s seed {cell.seed}: "
+                                f"{metric} is {value} on episode {episode} (the fitted model predicts NaN or inf); "
+                                f"nothing stored")
 
 
 @dataclass
@@ -182,6 +207,8 @@ class Runner:
                 summary.skipped.append(cell.run_id)
             else:
                 pending.append(cell)
+        if pending:
+            self.store.check_writable()
         for cell in pending:  # every bad request fails before any training starts
             self.check(cell)
         if pending:
@@ -236,6 +263,7 @@ class Runner:
         test = splits.split(cell.dataset.split, cell.dataset.name)
         alg, timings = self.fit(cell, test)
         rows, eval_info = self.evaluate(alg, cell, test)
+        check_rows(rows, cell)
         cls = type(alg)
         payload = {
             "spec": {**cell.spec(), "kind": cls.kind, "device": str(self.device), "ci_formula": CI_FORMULA},

@@ -17,6 +17,7 @@ A suite is a TOML file (or a :class:`Suite` built in Python) such as::
 """
 from __future__ import annotations
 
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -110,6 +111,45 @@ class Suite:
             if name == entry.id:
                 return entry
         return AlgorithmEntry(name)
+
+
+# Names that become file and folder names: letters, digits, '-', '_', '.', '+', '=' (no separators, no '..').
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+=-]{0,79}$")
+
+
+def check_name(value: str, what: str) -> str:
+    """``value`` if it is safe as one path component, else a SuiteError (no ``/``, ``..``, empty or absolute)."""
+    if not isinstance(value, str) or not SAFE_NAME.match(value) or ".." in value:
+        raise SuiteError(f"{what} {value!r} is not a safe name: use 1-80 letters, digits, '-', '_', '.', '+' or '=', "
+                         f"starting with a letter or digit (it names files under the results folder)")
+    return value
+
+
+def check_count(value: Any, what: str, minimum: int) -> int:
+    """An integer of at least ``minimum`` (episodes, queries, ways, shots, seeds), else a SuiteError."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise SuiteError(f"{what} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def validate_suite(suite: Suite) -> Suite:
+    """Names safe as file names and counts in range, for suites from files and from Python alike."""
+    where = f"suite {suite.source or suite.name!r}"
+    check_name(suite.name, f"{where}: name")
+    for entry in suite.algorithms:
+        check_name(entry.id, f"{where}: algorithm label")
+    for entry in suite.datasets:
+        check_name(getattr(entry, "label", "") or entry.name, f"{where}: dataset label")
+    check_count(suite.n_query, f"{where}: queries", 1)
+    check_count(suite.n_episodes, f"{where}: episodes", 1)
+    if not suite.seeds:
+        raise SuiteError(f"{where}: seeds must not be empty")
+    for seed in suite.seeds:
+        check_count(seed, f"{where}: seeds", 0)
+    for ways, shots in suite.protocols:
+        check_count(ways, f"{where}: protocols ways", 1)
+        check_count(shots, f"{where}: protocols shots", 1)
+    return suite
 
 
 def load_suite(obj: Suite | str | Path) -> Suite:
@@ -213,11 +253,11 @@ def parse_suite(raw: dict[str, Any], where: str) -> Suite:
             raise SuiteError(f"suite {where}: key {key!r} must be a table, got {table!r}")
     if not datasets or not protocols:
         raise SuiteError(f"suite {where}: needs at least one [[datasets]] and one [[protocols]] entry")
-    return Suite(
+    return validate_suite(Suite(
         name=r.get("name", str), description=r.get("description", str, ""),
         algorithms=tuple(algorithms), datasets=tuple(datasets),
         protocols=tuple(protocols), n_query=r.get("queries", int, 15), n_episodes=r.get("episodes", int, 600),
         seeds=tuple(r.get("seeds", list, [0], item=int)), metrics=tuple(r.get("metrics", list, ["accuracy"], item=str)),
         default_budget=r.get("default_budget", str, "quick"), params=params, budgets=budgets,
         references=tuple(references), source=where,
-    )
+    ))

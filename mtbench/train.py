@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 import torch
 
+from .errors import DivergedError
+
 if TYPE_CHECKING:
     from .context import RunContext
 
@@ -66,6 +68,16 @@ def cosine_schedule(opt: torch.optim.Optimizer, steps: int) -> "torch.optim.lr_s
 def step_schedule(every: int, gamma: float = 0.5) -> ScheduleFactory:
     """Multiply the learning rate by ``gamma`` every ``every`` steps."""
     return lambda opt, steps: torch.optim.lr_scheduler.StepLR(opt, every, gamma=gamma)
+
+
+EXPLODED = 1e6  # a loss this many times its first value (and above 1) has diverged
+
+
+def check_loss(value: float, first: float, step: int, description: str) -> None:
+    """Stop a fit whose loss is NaN, infinite or exploding: its scores would be chance, not a result."""
+    if not math.isfinite(value) or abs(value) > EXPLODED * max(abs(first), 1.0):
+        raise DivergedError(f"{description}: the loss diverged to {value:.3g} at step {step} (first step: "
+                            f"{first:.3g}); lower the learning rate")
 
 
 def fit_loop(
@@ -130,6 +142,9 @@ def fit_loop(
             if sched is not None:
                 sched.step()
             value = float(loss.detach())
+            if step == 1:
+                first = value
+            check_loss(value, first, step, description)
             running = value if step == 1 else 0.98 * running + 0.02 * value
             if step % log_every == 0 or step == steps:
                 history.loss.append((step, round(running, 5)))

@@ -33,6 +33,8 @@ class Finetune(FrozenEmbedding, Algorithm):
     citation = "Chen et al. 2019, arXiv:1904.04232 (Baseline); L2-SP: Li et al. 2018, arXiv:1802.01483"
     budgets = PRETRAIN_BUDGETS
     adapt_params = frozenset({"head_steps", "head_lr", "head_weight_decay", "finetune_backbone", "backbone_lr", "l2sp"})
+    constraints = {"pretrain_steps": ">= 0", "batch_size": ">= 1", "lr": "> 0", "head_steps": ">= 0", "head_lr": "> 0",
+                   "head_weight_decay": ">= 0", "backbone_lr": "> 0", "l2sp": ">= 0"}
 
     def __init__(self, backbone: str = "conv4", pretrain_steps: int = 10_000, batch_size: int = 128,
                  lr: float = 1e-3, head_steps: int = 100, head_lr: float = 0.01, head_weight_decay: float = 1e-3,

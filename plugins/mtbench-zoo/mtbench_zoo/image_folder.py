@@ -52,6 +52,12 @@ class ImageFolder(Dataset):
             except (OSError, json.JSONDecodeError) as exc:
                 raise DataError(f"split file {path} is unreadable ({exc}); it must be JSON "
                                 f'{{"train": [...], "val": [...], "test": [...]}}') from None
+            seen: dict[str, str] = {}
+            for split, members in spec.items():
+                for c in members:
+                    if seen.setdefault(c, split) != split:
+                        raise DataError(f"split file {path} puts class {c!r} in both {seen[c]!r} and {split!r}; "
+                                        f"a class must be in one split only")
             missing = [c for s in spec.values() for c in s if c not in names]
             if missing:
                 raise DataError(f"split file {path} names class {missing[0]!r}, which has no folder under {self.root}")

@@ -21,6 +21,7 @@ class LinearProbe(Algorithm):
     citation = "Tian et al. 2020, arXiv:2003.11539"
     budgets = PRETRAIN_BUDGETS
     adapt_params = frozenset({"C", "normalize", "max_iter"})
+    constraints = {"pretrain_steps": ">= 0", "batch_size": ">= 1", "lr": "> 0", "C": "> 0", "max_iter": ">= 1"}
 
     def __init__(self, backbone: str = "conv4", pretrain_steps: int = 10_000, batch_size: int = 128,
                  lr: float = 1e-3, C: float = 1.0, normalize: bool = True, max_iter: int = 1000) -> None:

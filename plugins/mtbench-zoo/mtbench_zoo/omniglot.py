@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -63,7 +64,7 @@ def _members(path: Path) -> list[tuple[str, bytes | Path]]:
         with zipfile.ZipFile(path) as zf:
             names = sorted(n for n in zf.namelist() if n.lower().endswith(".png"))
             return [(n, zf.read(n)) for n in names]
-    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+    except (zipfile.BadZipFile, zlib.error, OSError, EOFError) as exc:
         raise DataError(f"corrupt archive {path} ({type(exc).__name__}: {exc}); delete it and run "
                         f"`mtbench download omniglot`, or copy the official zip there") from None
 
@@ -96,7 +97,10 @@ def read_split_file(data_dir: Path) -> tuple[dict[str, str], str]:
     if all((folder / f"{s}.txt").exists() for s in ("train", "val", "test")):
         for split in ("train", "val", "test"):
             for line in (folder / f"{split}.txt").read_text().split():
-                mapping[line.rsplit("/", 1)[0]] = split
+                character = line.rsplit("/", 1)[0]
+                if mapping.setdefault(character, split) != split:
+                    raise DataError(f"split files in {folder} put character {character!r} in both "
+                                    f"{mapping[character]!r} and {split!r}; a class must be in one split only")
         return mapping, str(folder)
     with SHIPPED_SPLIT.open() as fh:
         rows = csv.DictReader(line for line in fh if not line.startswith("#"))

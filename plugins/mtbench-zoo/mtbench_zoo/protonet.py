@@ -19,6 +19,8 @@ class ProtoNet(Algorithm):
     name = "protonet"
     kind = "meta"
     citation = "Snell et al. 2017, arXiv:1703.05175"
+    constraints = {"episodes": ">= 1", "train_way": ">= 2", "train_shot": ">= 1", "train_query": ">= 1", "lr": "> 0",
+                   "lr_decay_every": ">= 1", "validate_every": ">= 0", "val_episodes": ">= 1"}
     budgets = {
         "quick": {"episodes": 1000, "train_way": 20, "train_shot": 1},
         "standard": {"episodes": 10_000, "train_way": 60},
