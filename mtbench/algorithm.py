@@ -5,6 +5,20 @@ Rules (checked by :mod:`mtbench.testing`):
 * ``__init__`` stores hyperparameters only; fitted state is set in ``fit`` and ends in ``_``.
 * ``adapt`` must not mutate the fitted algorithm: it returns a new :class:`Predictor`.
 * Devices come from the :class:`~mtbench.context.RunContext`; an algorithm never calls ``.cuda()``.
+
+Fitted state (what the fit cache stores, as tensors and JSON, never pickles):
+
+* ``init_fitted(data, ctx)`` creates every fitted attribute that holds tensors, with fresh values and no
+  training; ``fit`` calls it first. A cached fit is ``init_fitted`` on a fresh instance, then
+  ``load_fitted_state(tensors, meta)``. Without ``init_fitted`` an algorithm still runs, refitted every time.
+* ``fitted_state()`` / ``load_fitted_state(tensors, meta)``: the defaults cover attributes ending in ``_``.
+
+Embed-once evaluation (opt-in, for adaptation that only reads a frozen embedding of each image):
+
+* ``embeds_once()`` returns True, ``embed_images(x, ctx)`` embeds a batch of images, and
+  ``adapt_embedded(support, ctx)`` adapts to a support set whose ``x`` holds embeddings and returns an
+  :class:`EmbeddedPredictor` (``predict_proba`` of query *embeddings*). The evaluation then embeds each test
+  image once per fit, and each episode indexes into those embeddings.
 """
 from __future__ import annotations
 
@@ -54,6 +68,14 @@ class Predictor(Protocol):
 
     def predict_proba(self, x: torch.Tensor) -> torch.Tensor:
         """Class probabilities [n_query, n_way] (classification; regression predictors define ``predict``)."""
+
+
+@runtime_checkable
+class EmbeddedPredictor(Protocol):
+    """The adapted model of one episode in embed-once evaluation: it reads embeddings, not images."""
+
+    def predict_proba(self, z: torch.Tensor) -> torch.Tensor:
+        """Class probabilities [n_query, n_way] of query embeddings ``z`` (from ``embed_images``)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -111,6 +133,66 @@ class Algorithm(HasParams):
     def fit_info(self) -> dict[str, Any]:
         """Extra facts stored with each result (training curves, BatchNorm mode, ...)."""
         return dict(getattr(self, "fit_info_", {}) or {})
+
+    # -- fitted state: what the fit cache stores (tensors + JSON, see mtbench.fitstate) ---------------
+    def init_fitted(self, data: FitData, ctx: "RunContext") -> None:
+        """Create every fitted attribute that holds tensors (names end in ``_``) with fresh values, no training.
+
+        E.g. ``self.encoder_ = ctx.build_backbone(self.backbone, data.train.shape)``; tensors of the right
+        shape on ``ctx.device``. ``fit`` calls it first and then trains; the fit cache calls it on a fresh
+        instance and then :meth:`load_fitted_state`. The default raises NotImplementedError: such an
+        algorithm still runs, but its fits are not cached on disk (it is fitted again on every run).
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not implement init_fitted")
+
+    def fitted_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """The fitted state as (tensors by name, JSON-able meta).
+
+        Default: every attribute ending in ``_`` (not starting with ``_``): an ``nn.Module`` as its
+        ``state_dict`` (and which submodules are in training mode), a tensor, and dicts/lists/tuples of
+        tensors and JSON values (``None``, bools, numbers, strings; tuples come back as lists). Anything
+        else raises TypeError; override this and :meth:`load_fitted_state` only for such unusual state.
+        """
+        from .fitstate import default_fitted_state
+        return default_fitted_state(self)
+
+    def load_fitted_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+        """Restore what :meth:`fitted_state` returned, after :meth:`init_fitted` on this instance.
+
+        Default: modules built by ``init_fitted`` load their ``state_dict`` (strictly: a missing or extra
+        entry is an error) and get their training modes back; other attributes are set from the stored
+        values. Tensors arrive on the run's device.
+        """
+        from .fitstate import default_load_fitted_state
+        default_load_fitted_state(self, tensors, meta)
+
+    # -- embed-once evaluation (opt-in) ----------------------------------------------------------------
+    def embeds_once(self) -> bool:
+        """True when adaptation and prediction only read ``embed_images`` of each image (a frozen embedding).
+
+        Then the evaluation embeds each test image once per fit and calls :meth:`adapt_embedded` on
+        embeddings instead of :meth:`adapt` on images. The results must equal the per-episode path's:
+        ``adapt(support).predict_proba(x)`` must be ``adapt_embedded(support with x = embed_images(support.x))
+        .predict_proba(embed_images(x))`` (checked by the conformance kit). Default False. May depend on the
+        hyperparameters (finetune: head only, not when it fine-tunes the backbone).
+        """
+        return False
+
+    def embed_images(self, x: torch.Tensor, ctx: "RunContext") -> torch.Tensor:
+        """Embeddings [n, ...] of images ``x`` (on ``ctx.device``) with the frozen encoder in eval mode; no grad.
+
+        Only called when :meth:`embeds_once` is True. Each image's embedding must not depend on the
+        other images of the batch (no batch statistics).
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not implement embed_images")
+
+    def adapt_embedded(self, support: Support, ctx: "RunContext") -> EmbeddedPredictor:
+        """Adapt to a support set whose ``x`` holds embeddings (``support.y``, ``support.n_way`` as usual).
+
+        Returns an :class:`EmbeddedPredictor`, whose ``predict_proba`` takes query embeddings. Like
+        :meth:`adapt` it must not mutate the fitted algorithm.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not implement adapt_embedded")
 
     @classmethod
     def code_version(cls) -> str:

@@ -1,11 +1,6 @@
 """The run context: the only door to the device, the seed, the budget and shared artifacts."""
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import pickle
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Callable, TypeVar
 import torch
 
 from .errors import MtbenchError
+from .fitstate import cached_tree
 from .progress import Reporter
 
 if TYPE_CHECKING:
@@ -71,24 +67,10 @@ class RunContext:
         """``make()`` once per ``key`` and cache dir; returns (value, was_cached).
 
         Used for artifacts several algorithms share, such as weights pretrained on the base classes,
-        so that finetune and linear-probe start from the same network.
+        so that finetune and linear-probe start from the same network. The value is a tree of tensors
+        and JSON values (dicts with string keys, lists; tuples come back as lists), stored as tensors +
+        JSON (:mod:`mtbench.fitstate`), never pickled: pass a module as its ``state_dict`` and rebuild it.
+        A cached value's tensors are on ``self.device``. An unreadable or foreign cache file is reported
+        in one line and recomputed.
         """
-        if self.cache_dir is None:
-            return make(), False
-        digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
-        path = Path(self.cache_dir) / f"{key.get('kind', 'artifact')}-{digest}.pt"
-        if path.exists():
-            return torch.load(path, map_location=self.device, weights_only=False), True
-        value = make()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        os.close(fd)
-        try:
-            torch.save(value, tmp)
-            os.replace(tmp, path)
-        except (pickle.PicklingError, AttributeError, TypeError) as exc:  # e.g. a class defined in a function
-            warnings.warn(f"not caching {key.get('kind', 'artifact')} ({exc}); it will be recomputed on resume",
-                          RuntimeWarning, stacklevel=2)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
-        return value, False
+        return cached_tree(self.cache_dir, key, make, self.device)

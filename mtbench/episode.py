@@ -88,18 +88,37 @@ class EpisodeSampler:
 
     def draw(self, index: int) -> tuple[Episode, bytes]:
         """Episode ``index`` and the bytes that identify it (classes and rows), for the digest in results."""
+        rows, identity = self.draw_rows(index)
+        return Episode(
+            support_x=self.data.as_float(rows.support),
+            support_y=rows.support_y,
+            query_x=self.data.as_float(rows.query),
+            query_y=rows.query_y,
+            classes=rows.classes,
+            index=index,
+            seed=self.seed,
+        ), identity
+
+    def draw_rows(self, index: int) -> tuple["EpisodeRows", bytes]:
+        """Episode ``index`` as row numbers of the split (no image is copied) and the bytes of :meth:`draw`."""
         classes, rows = self.indices(index)
         rows_t = torch.from_numpy(rows)
         labels = torch.arange(self.n_way)
-        return Episode(
-            support_x=self.data.as_float(rows_t[:, : self.k_shot].reshape(-1)),
-            support_y=labels.repeat_interleave(self.k_shot),
-            query_x=self.data.as_float(rows_t[:, self.k_shot:].reshape(-1)),
-            query_y=labels.repeat_interleave(self.n_query),
-            classes=tuple(int(c) for c in classes),
-            index=index,
-            seed=self.seed,
-        ), classes.tobytes() + rows.tobytes()
+        return EpisodeRows(support=rows_t[:, : self.k_shot].reshape(-1), query=rows_t[:, self.k_shot:].reshape(-1),
+                           support_y=labels.repeat_interleave(self.k_shot),
+                           query_y=labels.repeat_interleave(self.n_query),
+                           classes=tuple(int(c) for c in classes)), classes.tobytes() + rows.tobytes()
+
+
+@dataclass(frozen=True, eq=False)
+class EpisodeRows:
+    """An episode as rows of its split: what evaluation needs to index precomputed per-image embeddings."""
+
+    support: torch.Tensor  # [n_way * k_shot] rows, class-major like Episode.support_x
+    query: torch.Tensor  # [n_way * n_query] rows
+    support_y: torch.Tensor
+    query_y: torch.Tensor
+    classes: tuple[int, ...]
 
 
 @runtime_checkable

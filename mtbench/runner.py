@@ -24,6 +24,7 @@ from .episode import make_sampler
 from .environment import environment_info
 from .errors import DivergedError, MtbenchError
 from .evaluation import evaluate
+from .fitstate import cached_fit
 from .plugins import Plugins
 from .results import ROW_COLUMNS, ResultStore
 from .suites import AlgorithmEntry, DatasetEntry, Suite, check_count, validate_suite
@@ -251,7 +252,7 @@ class Runner:
         memo = _digest(key, 32)
         in_memory = memo in self._fits
         if not in_memory:  # one fit in memory at a time; earlier fits are reloaded from disk
-            self._fits = {memo: self.context(cell.seed, cell.budget, "fits").cached(key, make)}
+            self._fits = {memo: cached_fit(self.cache_dir / "fits", key, alg, data, ctx, make)}
         stored, cached = self._fits[memo]
         cached = cached or in_memory
         stored = {**stored, "algorithm": copy.deepcopy(stored["algorithm"])}

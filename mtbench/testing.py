@@ -13,7 +13,10 @@ Checks read only the algorithm's declared tags, never its name. They run on the 
 from __future__ import annotations
 
 import copy
+import json
+import tempfile
 from functools import lru_cache
+from pathlib import Path
 from typing import Callable, Iterable
 
 import torch
@@ -21,7 +24,8 @@ import torch
 from .algorithm import Algorithm, FitData, Target
 from .context import RunContext
 from .data import LabeledImages
-from .episode import EpisodeSampler
+from .episode import EpisodeSampler, Support
+from .fitstate import load_state, save_state, supports_fitted_state
 
 
 @lru_cache(maxsize=1)
@@ -56,8 +60,16 @@ def _fitted(algorithm: Algorithm, n_way: int = 5, k_shot: int = 1) -> Algorithm:
         base, novel = _blobs()
         alg = algorithm.clone()
         torch.manual_seed(0)
-        _FITTED[key] = alg.fit(FitData(base, novel, Target(n_way, k_shot, 3), seed=0), _context())
+        _FITTED[key] = alg.fit(_fit_data(alg, n_way, k_shot), _context())
     return copy.deepcopy(_FITTED[key])
+
+
+def _fit_data(algorithm: Algorithm, n_way: int = 5, k_shot: int = 1) -> FitData:
+    """Base classes to fit on, the novel classes as validation; an algorithm tagged ``uses_unlabeled_target``
+    also gets the novel images (labels withheld), as the runner gives it the test split's images."""
+    base, novel = _blobs()
+    unlabeled = novel.images if algorithm.tags.uses_unlabeled_target else None
+    return FitData(base, novel, Target(n_way, k_shot, 3), seed=0, unlabeled_target=unlabeled)
 
 
 def _episode(n_way: int = 5, k_shot: int = 1, index: int = 0):
@@ -89,7 +101,7 @@ def check_clone_roundtrip(algorithm: Algorithm) -> None:
 def check_fit_returns_self(algorithm: Algorithm) -> None:
     base, novel = _blobs()
     alg = algorithm.clone()
-    assert alg.fit(FitData(base, novel, Target(5, 1, 3), seed=0), _context()) is alg
+    assert alg.fit(_fit_data(alg), _context()) is alg
 
 
 def check_predict_proba_contract(algorithm: Algorithm) -> None:
@@ -120,7 +132,7 @@ def check_seed_determinism(algorithm: Algorithm) -> None:
     outputs = []
     for _ in range(2):
         torch.manual_seed(0)
-        alg = algorithm.clone().fit(FitData(base, novel, Target(5, 1, 3), seed=0), _context())
+        alg = algorithm.clone().fit(_fit_data(algorithm), _context())
         ep = _episode()
         torch.manual_seed(123)
         outputs.append(alg.adapt(ep.support(), _context()).predict_proba(ep.query_x))
@@ -150,9 +162,61 @@ def check_beats_chance(algorithm: Algorithm) -> None:
     assert correct / total > 0.4, f"accuracy {correct / total:.2f} on easy blobs (chance 0.2)"
 
 
+def check_fitted_state_roundtrip(algorithm: Algorithm) -> None:
+    """The fit cache's round trip: fitted state to a tensors + JSON file, loaded into a fresh instance built by
+    ``init_fitted``, gives the same fit record and identical predictions. Skipped without ``init_fitted``."""
+    if not supports_fitted_state(algorithm):
+        return
+    base, novel = _blobs()
+    alg = _fitted(algorithm)
+    tensors, meta = alg.fitted_state()
+    assert all(isinstance(t, torch.Tensor) for t in tensors.values()), "fitted_state tensors must be tensors"
+    key = {"kind": "fit", "check": type(algorithm).__qualname__}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "fit.safetensors"
+        save_state(path, key, tensors, {"state": meta})
+        loaded, stored = load_state(path, key)
+    fresh = algorithm.clone()
+    fresh.init_fitted(_fit_data(fresh), _context())
+    fresh.load_fitted_state(loaded, stored["state"])
+    assert json.dumps(fresh.fit_info(), sort_keys=True, default=str) == \
+        json.dumps(alg.fit_info(), sort_keys=True, default=str), "fit_info differs after the round trip"
+    ep = _episode()
+    outputs = []
+    for model in (alg, fresh):
+        torch.manual_seed(3)
+        outputs.append(model.adapt(ep.support(), _context()).predict_proba(ep.query_x))
+    assert torch.equal(outputs[0], outputs[1]), "predictions differ after saving and loading the fitted state"
+
+
+def check_embed_once_matches_adapt(algorithm: Algorithm) -> None:
+    """Algorithms that opt in to embed-once evaluation predict the same from embeddings as from images.
+
+    Embeddings come from one batch of support and query images, as in evaluation; probabilities must
+    agree to 1e-5 (batch composition may move the last bits of a convolution) and the argmax exactly.
+    """
+    ctx = _context()
+    for n_way, k_shot in ((5, 1), (5, 5)):
+        alg, ep = _fitted(algorithm, n_way, k_shot), _episode(n_way, k_shot)
+        if not alg.embeds_once():
+            return
+        torch.manual_seed(5)
+        direct = alg.adapt(ep.support(), ctx).predict_proba(ep.query_x)
+        z = alg.embed_images(torch.cat([ep.support_x, ep.query_x]), ctx)
+        assert torch.allclose(alg.embed_images(ep.support_x[:2], ctx), z[:2], atol=1e-5), \
+            "an image's embedding depends on the rest of the batch"
+        n = len(ep.support_y)
+        torch.manual_seed(5)
+        embedded = alg.adapt_embedded(Support(z[:n], ep.support_y, ep.n_way), ctx).predict_proba(z[n:])
+        assert embedded.shape == direct.shape, f"{n_way}-way {k_shot}-shot: shape {tuple(embedded.shape)}"
+        assert torch.allclose(direct, embedded, atol=1e-5), "adapt_embedded disagrees with adapt"
+        assert torch.equal(direct.argmax(1), embedded.argmax(1))
+
+
 CHECKS: tuple[Callable[[Algorithm], None], ...] = (
     check_init_stores_params_only, check_clone_roundtrip, check_fit_returns_self, check_predict_proba_contract,
     check_adapt_does_not_mutate, check_seed_determinism, check_query_independence, check_beats_chance,
+    check_fitted_state_roundtrip, check_embed_once_matches_adapt,
 )
 
 

@@ -35,8 +35,11 @@ class PixelKnn(Algorithm):
     def fit_key(self, target: Target) -> dict:
         return {}
 
+    def init_fitted(self, data: FitData, ctx: RunContext) -> None:
+        self.fitted_ = True  # no tensors: nothing is learnt from the base classes
+
     def fit(self, data: FitData, ctx: RunContext) -> "PixelKnn":
-        self.fitted_ = True  # nothing to learn from the base classes
+        self.init_fitted(data, ctx)
         return self
 
     def adapt(self, support: Support, ctx: RunContext) -> KnnPredictor:

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mtbench import EpisodeSampler, FitData, RunContext
+from mtbench import EpisodeSampler, FitData, RunContext, Support
 
 
 @torch.no_grad()
@@ -50,6 +50,49 @@ class FeaturePredictor:
     def predict_proba(self, x: torch.Tensor) -> torch.Tensor:
         out = self.head(embed(self.encoder, x))
         return F.softmax(out, dim=1) if self.returns_logits else out
+
+
+@dataclass(frozen=True)
+class HeadPredictor:
+    """An :class:`mtbench.EmbeddedPredictor`: ``head(embeddings) -> logits or probabilities``, no grad."""
+
+    head: Callable[[torch.Tensor], torch.Tensor]
+    returns_logits: bool = True
+
+    @torch.no_grad()
+    def predict_proba(self, z: torch.Tensor) -> torch.Tensor:
+        out = self.head(z)
+        return F.softmax(out, dim=1) if self.returns_logits else out
+
+
+@dataclass(frozen=True)
+class EncodedPredictor:
+    """Images in, probabilities out: embed queries with the frozen encoder, then the embedded predictor."""
+
+    encoder: nn.Module
+    embedded: HeadPredictor
+
+    def predict_proba(self, x: torch.Tensor) -> torch.Tensor:
+        return self.embedded.predict_proba(embed(self.encoder, x))
+
+
+class FrozenEmbedding:
+    """Mixin for algorithms whose adaptation only reads ``embed(self.encoder_, x)``.
+
+    They implement ``adapt_embedded(support, ctx)`` (``support.x`` holds embeddings) and get
+    ``adapt`` from it, so the per-episode path and embed-once evaluation compute the same thing, plus
+    the opt-in ``embeds_once`` / ``embed_images`` of the algorithm contract.
+    """
+
+    def embeds_once(self) -> bool:
+        return True
+
+    def embed_images(self, x: torch.Tensor, ctx: RunContext) -> torch.Tensor:
+        return embed(self.encoder_, x)
+
+    def adapt(self, support: Support, ctx: RunContext) -> EncodedPredictor:
+        embedded = Support(embed(self.encoder_, support.x), support.y, support.n_way)
+        return EncodedPredictor(self.encoder_, self.adapt_embedded(embedded, ctx))
 
 
 def nearest_centroid_accuracy(encoder: nn.Module, data: FitData, ctx: RunContext, n_episodes: int) -> float:

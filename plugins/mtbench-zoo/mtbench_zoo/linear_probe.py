@@ -11,11 +11,11 @@ from sklearn.linear_model import LogisticRegression
 
 from mtbench import Algorithm, FitData, RunContext, Support, Target, hookimpl
 
-from ._common import FeaturePredictor, embed
-from .pretraining import PRETRAIN_BUDGETS, pretrained_encoder
+from ._common import FrozenEmbedding, HeadPredictor
+from .pretraining import PRETRAIN_BUDGETS, fresh_networks, pretrained_encoder
 
 
-class LinearProbe(Algorithm):
+class LinearProbe(FrozenEmbedding, Algorithm):
     name = "linear-probe"
     kind = "transfer"
     citation = "Tian et al. 2020, arXiv:2003.11539"
@@ -36,7 +36,11 @@ class LinearProbe(Algorithm):
     def fit_key(self, target: Target) -> dict:
         return {}
 
+    def init_fitted(self, data: FitData, ctx: RunContext) -> None:
+        self.encoder_ = fresh_networks(data, ctx, self.backbone)[0].eval()
+
     def fit(self, data: FitData, ctx: RunContext) -> "LinearProbe":
+        self.init_fitted(data, ctx)
         self.encoder_, info = pretrained_encoder(data, ctx, self.backbone, self.pretrain_steps, self.batch_size,
                                                  self.lr)
         info.pop("head", None)
@@ -46,8 +50,8 @@ class LinearProbe(Algorithm):
     def _features(self, z: torch.Tensor) -> torch.Tensor:
         return F.normalize(z, dim=1) if self.normalize else z
 
-    def adapt(self, support: Support, ctx: RunContext) -> FeaturePredictor:
-        z = self._features(embed(self.encoder_, support.x)).cpu().double().numpy()
+    def adapt_embedded(self, support: Support, ctx: RunContext) -> HeadPredictor:
+        z = self._features(support.x).cpu().double().numpy()
         clf = LogisticRegression(C=self.C, max_iter=self.max_iter).fit(z, support.y.cpu().numpy())
         if list(clf.classes_) != list(range(support.n_way)):
             raise ValueError(f"support set must hold every label 0..{support.n_way - 1}")
@@ -55,7 +59,7 @@ class LinearProbe(Algorithm):
         def head(features: torch.Tensor) -> torch.Tensor:
             proba = clf.predict_proba(self._features(features).cpu().double().numpy())
             return torch.from_numpy(proba).float().to(features.device)
-        return FeaturePredictor(self.encoder_, head, returns_logits=False)
+        return HeadPredictor(head, returns_logits=False)
 
 
 @hookimpl

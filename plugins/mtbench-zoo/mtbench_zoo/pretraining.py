@@ -2,7 +2,8 @@
 
 The pretrained encoder is cached per (dataset, seed, settings) through ``ctx.cached``, so algorithms
 that pretrain the same way (finetune, linear-probe, joint methods) start from the very same weights and
-the work is done once per run.
+the work is done once per run. The cache holds state dicts (tensors, never pickles); the networks are
+rebuilt from the backbone registry.
 """
 from __future__ import annotations
 
@@ -30,9 +31,20 @@ PRETRAIN_BUDGETS = {
 }
 
 
+def fresh_networks(data: FitData, ctx: RunContext, backbone: str) -> tuple[nn.Module, nn.Linear]:
+    """The pretraining encoder and its linear head over every base class (one output for regression)."""
+    regression = not isinstance(data.train, LabeledImages)
+    encoder = ctx.build_backbone(backbone, (1,) if regression else data.train.shape)
+    head = nn.Linear(encoder.out_dim, 1 if regression else data.train.n_classes).to(ctx.device)
+    return encoder, head
+
+
 def pretrained_encoder(data: FitData, ctx: RunContext, backbone: str, steps: int, batch_size: int = 128,
                        lr: float = 1e-3, validate_every: int = 500, val_episodes: int = 50) -> tuple[nn.Module, dict]:
-    """An encoder trained with a linear classifier over every base class (cross-entropy, Adam, cosine lr)."""
+    """An encoder trained with a linear classifier over every base class (cross-entropy, Adam, cosine lr).
+
+    Returns the encoder (eval mode) and a record whose ``head`` is the trained linear head.
+    """
     key = {"kind": "pretrain", "data": data.identity, "seed": data.seed, "backbone": backbone, "steps": steps,
            "batch_size": batch_size, "lr": lr, "validate_every": validate_every, "val_episodes": val_episodes,
            "code": CODE_VERSION}
@@ -41,8 +53,7 @@ def pretrained_encoder(data: FitData, ctx: RunContext, backbone: str, steps: int
 
     def make() -> dict:
         torch.manual_seed(data.seed)
-        encoder = ctx.build_backbone(backbone, (1,) if regression else data.train.shape)
-        head = nn.Linear(encoder.out_dim, 1 if regression else data.train.n_classes).to(ctx.device)
+        encoder, head = fresh_networks(data, ctx, backbone)
         criterion = F.mse_loss if regression else F.cross_entropy
         batches = task_batches(data, batch_size) if regression else data.batches(batch_size)
 
@@ -57,11 +68,14 @@ def pretrained_encoder(data: FitData, ctx: RunContext, backbone: str, steps: int
                            steps=steps, ctx=ctx, lr=lr, cosine=True, validate=validate,
                            validate_every=validate_every,
                            description=f"pretrain {backbone} on all base {'tasks' if regression else 'classes'}")
-        encoder.eval()
-        return {"encoder": encoder, "head": head, "history": history.as_dict()}
+        return {"encoder": encoder.state_dict(), "head": head.state_dict(), "history": history.as_dict()}
 
     value, reused = ctx.cached(key, make)
-    return value["encoder"], {"history": value["history"], "pretrain_reused": reused, "head": value["head"]}
+    with torch.random.fork_rng(devices=[]):  # rebuilding the trained networks draws no randomness of the run
+        encoder, head = fresh_networks(data, ctx, backbone)
+    encoder.load_state_dict(value["encoder"])
+    head.load_state_dict(value["head"])
+    return encoder.eval(), {"history": value["history"], "pretrain_reused": reused, "head": head}
 
 
 def task_batches(data: FitData, tasks_per_batch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

@@ -12,10 +12,11 @@ import torch.nn.functional as F
 
 from mtbench import Algorithm, FitData, RunContext, Support, Target, fit_loop, hookimpl
 
-from ._common import FeaturePredictor, class_means, embed, episodes_on, nearest_centroid_accuracy, squared_distances
+from ._common import (FrozenEmbedding, HeadPredictor, class_means, episodes_on, nearest_centroid_accuracy,
+                      squared_distances)
 
 
-class ProtoNet(Algorithm):
+class ProtoNet(FrozenEmbedding, Algorithm):
     name = "protonet"
     kind = "meta"
     citation = "Snell et al. 2017, arXiv:1703.05175"
@@ -44,8 +45,11 @@ class ProtoNet(Algorithm):
     def fit_key(self, target: Target) -> dict:
         return {"k_shot": target.k_shot} if self.train_shot is None else {}
 
-    def fit(self, data: FitData, ctx: RunContext) -> "ProtoNet":
+    def init_fitted(self, data: FitData, ctx: RunContext) -> None:
         self.encoder_ = ctx.build_backbone(self.backbone, data.train.shape)
+
+    def fit(self, data: FitData, ctx: RunContext) -> "ProtoNet":
+        self.init_fitted(data, ctx)
         shot = self.train_shot or data.target.k_shot
         way = min(self.train_way, data.train.n_classes)
         sampler = data.episodes(way, shot, self.train_query)
@@ -66,9 +70,9 @@ class ProtoNet(Algorithm):
                           f"{self.train_query}-query", "batchnorm": "running statistics at test (non-transductive)"}
         return self
 
-    def adapt(self, support: Support, ctx: RunContext) -> FeaturePredictor:
-        protos = class_means(embed(self.encoder_, support.x), support.y, support.n_way)
-        return FeaturePredictor(self.encoder_, lambda z: -squared_distances(z, protos))
+    def adapt_embedded(self, support: Support, ctx: RunContext) -> HeadPredictor:
+        protos = class_means(support.x, support.y, support.n_way)
+        return HeadPredictor(lambda z: -squared_distances(z, protos))
 
 
 @hookimpl
