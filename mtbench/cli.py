@@ -17,7 +17,6 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Benchmark transfer, meta and joint few-shot learners on shared, seeded episodes.")
 out = Console()
 err = Console(stderr=True)
-PIPE_WIDTH = 200  # tables written to a pipe or file are not squeezed to 80 columns
 
 PluginOpt = typer.Option(None, "--plugin", "-p", help="Extra plugin module to load (repeatable); also $MTBENCH_PLUGINS.")
 BlockOpt = typer.Option(None, "--block", help="Plugin name not to load (repeatable); also $MTBENCH_DISABLE_PLUGINS.")
@@ -134,7 +133,7 @@ def run(
                 board = build_board(store, the_suite, None, plugins)
             except NoResults:
                 return
-            _show(board, "terminal", None, _renderer("terminal", plugins))
+            _show(board, None, _renderer("terminal", plugins))
 
 
 class NoResults(Exception):
@@ -154,69 +153,48 @@ def build_board(store: Any, suite: Any, metric: Optional[str], plugins: Any, tit
     runs = store.load(suite.name if suite else None)
     if not runs:
         raise NoResults(f"no results in {where}")
-    if metric is None:
-        present = [r[1] for run in runs for r in (run.get("rows") or [])[:1]]
-        metric = suite.metrics[0] if suite else present[0]
+    metric = metric or _default_metric(runs, suite)
     m = plugins.metrics.get(metric)
-    versions = {}
-    for name in {run["spec"].get("plugin") or run["spec"].get("algorithm") for run in runs}:
-        if name in plugins.algorithms:
-            versions[name] = plugins.algorithms.get(name).code_version()
     title = title or f"{suite.name if suite else 'all suites'}: {metric}"
-    board = build_leaderboard(runs, suite=suite, metric=m, title=title, code_versions=versions)
+    board = build_leaderboard(runs, suite=suite, metric=m, title=title, code_versions=_code_versions(runs, plugins))
     if board.cells.empty:
         raise NoResults(f"no {metric!r} results in {where}")
     return board
 
 
+def _board_or_exit(store: Any, suite: Any, metric: Optional[str], plugins: Any) -> Any:
+    """build_board for the leaderboard and plot commands: no results is one line on stderr and exit 1."""
+    if metric is not None:
+        plugins.metrics.get(metric)
+    try:
+        return build_board(store, suite, metric, plugins)
+    except NoResults as exc:
+        err.print(str(exc), highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+
+
 def _renderer(fmt: str, plugins: Any) -> Any:
-    """The registered renderer of ``fmt`` (checked before any work), or None for the interim built-ins."""
-    from . import leaderboard as lb
-    registry = getattr(plugins, "renderers", None)
-    if registry is not None:
-        return registry.get(fmt)
-    if fmt not in (*lb.RENDERERS, "csv", "terminal"):
-        raise MtbenchError(f"unknown format {fmt!r}; use terminal, markdown, csv, html or latex")
-    return None
+    """The renderer registered for ``fmt`` (checked before any work)."""
+    if fmt not in plugins.renderers:
+        raise MtbenchError(f"unknown format {fmt!r}; registered formats: {', '.join(plugins.renderers)}")
+    return plugins.renderers.get(fmt)
 
 
-def _show(board: Any, fmt: str, output: Optional[Path], renderer: Any) -> None:
-    from . import leaderboard as lb
-    if renderer is not None:
-        if output:
-            renderer.write(board, output)
-            err.print(f"wrote {output}")
-            return
-        if fmt == "terminal" and out.is_terminal and renderer.console is not None:
-            for item in renderer.console(board):
-                out.print(item)
-            return
-        data = renderer.render(board)
-        if isinstance(data, bytes):
-            sys.stdout.buffer.write(data)
-        else:
-            sys.stdout.write(data)
-        return
-    if fmt == "terminal" and output is None:
-        console = out if out.is_terminal else Console(width=PIPE_WIDTH)
-        console.print(lb.render_rich(board.wide, board.title))
-        for note in board.notes:
-            console.print(note, highlight=False)
-        return
-    if fmt == "csv":
-        text = lb.render_csv(board.cells.drop(columns=["params"]))
-    elif fmt == "markdown":
-        text = lb.render_markdown(board.wide, board.title, board.notes)
-    elif fmt == "html":
-        text = lb.render_html(board.wide, board.title)
-    else:
-        text = lb.RENDERERS[fmt](board.wide)
+def _show(board: Any, output: Optional[Path], renderer: Any) -> None:
+    """Hand the leaderboard to its renderer: into a file, onto an interactive terminal, or to stdout."""
     if output:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(text)
-        err.print(f"wrote {output}")
+        renderer.write(board, output)
+        err.print(f"wrote {output}", highlight=False)
+        return
+    if out.is_terminal and renderer.console is not None:
+        for item in renderer.console(board, out.width):
+            out.print(item)
+        return
+    data = renderer.render(board)
+    if isinstance(data, bytes):
+        sys.stdout.buffer.write(data)
     else:
-        sys.stdout.write(text)
+        sys.stdout.write(data)
 
 
 @app.command()
@@ -237,14 +215,103 @@ def leaderboard(
         plugins = _plugins(plugin, block)
         the_suite = _resolve_suite(suite, plugins) if suite else None
         renderer = _renderer(fmt, plugins)
-        if metric is not None:
-            plugins.metrics.get(metric)
-        try:
-            board = build_board(ResultStore(results_dir), the_suite, metric, plugins)
-        except NoResults as exc:
-            err.print(str(exc), highlight=False, soft_wrap=True)
-            raise typer.Exit(1) from None
-        _show(board, fmt, output, renderer)
+        board = _board_or_exit(ResultStore(results_dir), the_suite, metric, plugins)
+        _show(board, output, renderer)
+
+
+@app.command()
+def plot(
+    results_dir: Path = ResultsOpt,
+    suite: Optional[str] = typer.Option(None, "--suite", "-s", help="Only this suite (name or TOML path)."),
+    kind: str = typer.Option("shots", "--kind", "-k", help="shots | cost | curves | cd."),
+    output: Path = typer.Option(..., "--output", "-o", help="FILE.png, FILE.svg or FILE.pdf."),
+    metric: Optional[str] = typer.Option(None, "--metric", "-m", help="Metric (default: the suite's first)."),
+    plugin: Optional[List[str]] = PluginOpt,
+    block: Optional[List[str]] = BlockOpt,
+) -> None:
+    """Plot the leaderboard: metric vs shots, vs training seconds (Pareto front), validation curves, CD diagram."""
+    from . import plots
+    from .results import ResultStore
+    with user_errors():
+        plots.check_kind(kind)
+        plots.file_format(output)
+        plugins = _plugins(plugin, block)
+        the_suite = _resolve_suite(suite, plugins) if suite else None
+        board = _board_or_exit(ResultStore(results_dir), the_suite, metric, plugins)
+        plots.save(plots.figure(board, kind), output, salt=kind)
+        err.print(f"wrote {output}", highlight=False)
+
+
+def _code_versions(runs: list[dict], plugins: Any) -> dict[str, str]:
+    """plugin -> installed code_version, for the algorithms named in ``runs`` (stale rows are marked)."""
+    versions = {}
+    for name in {run["spec"].get("plugin") or run["spec"].get("algorithm") for run in runs}:
+        if name in plugins.algorithms:
+            versions[name] = plugins.algorithms.get(name).code_version()
+    return versions
+
+
+def _default_metric(runs: list[dict], suite: Any) -> str:
+    """The suite's first metric, else the first metric found in the results."""
+    if suite is not None:
+        return suite.metrics[0]
+    return next(r[1] for run in runs for r in (run.get("rows") or [])[:1])
+
+
+@app.command()
+def compare(
+    first: str = typer.Argument(..., help="ALG_A (with -r DIR), else BEFORE_DIR."),
+    second: str = typer.Argument(..., help="ALG_B (with -r DIR), else AFTER_DIR."),
+    results_dir: Optional[Path] = typer.Option(None, "--results-dir", "-r",
+                                               help="Compare two experiments (or algorithms) of this results dir."),
+    suite: Optional[str] = typer.Option(None, "--suite", "-s", help="Only this suite (name or TOML path)."),
+    metric: Optional[str] = typer.Option(None, "--metric", "-m", help="Metric (default: the suite's first metric)."),
+    fail_if_worse: Optional[str] = typer.Option(None, "--fail-if-worse", metavar="METRIC:THRESHOLD",
+                                                help="Exit 1 when a cell got significantly worse by more than "
+                                                     "THRESHOLD display units (accuracy:0.5 = half a point)."),
+    fmt: str = typer.Option("text", "--format", "-f", help="text | json."),
+    plugin: Optional[List[str]] = PluginOpt,
+    block: Optional[List[str]] = BlockOpt,
+) -> None:
+    """Paired comparison: two experiments of one results dir, or the same results before and after a change."""
+    from .compare import compare_dirs, compare_experiments, parse_threshold
+    from .leaderboard import experiment_cells
+    from .results import ResultStore
+
+    with user_errors():
+        if fmt not in ("text", "json"):
+            raise MtbenchError(f"unknown format {fmt!r}; use text or json")
+        threshold = parse_threshold(fail_if_worse) if fail_if_worse else None
+        if threshold and metric and threshold[0] != metric:
+            raise MtbenchError(f"--fail-if-worse names metric {threshold[0]!r} but --metric is {metric!r}")
+        dirs = [results_dir] if results_dir is not None else [Path(first), Path(second)]
+        for path in dirs:
+            if not path.is_dir():
+                hint = "" if results_dir is not None else " (to compare two algorithms, give -r RESULTS_DIR)"
+                raise MtbenchError(f"results dir {str(path)!r} does not exist{hint}")
+        plugins = _plugins(plugin, block)
+        the_suite = _resolve_suite(suite, plugins) if suite else None
+        loaded = [ResultStore(path).load(the_suite.name if the_suite else None) for path in dirs]
+        for path, runs in zip(dirs, loaded):
+            if not runs:
+                raise MtbenchError(f"no results in {path}" + (f" for suite {the_suite.name!r}" if the_suite else ""))
+        name = metric or (threshold[0] if threshold else _default_metric(loaded[0], the_suite))
+        m = plugins.metrics.get(name)
+        cells = [experiment_cells(runs, suite=the_suite, metric=m, code_versions=_code_versions(runs, plugins))
+                 for runs in loaded]
+        if results_dir is not None:
+            result = compare_experiments(cells[0], first, second, m)
+        else:
+            result = compare_dirs(cells[0], cells[1], m)
+    sys.stdout.write(result.to_json() if fmt == "json" else result.to_text())
+    if threshold:
+        failed = result.failures(threshold[1])
+        for row in failed.to_dict("records"):
+            who = row.get("experiment") or f"{row['a']} vs {row['b']}"
+            err.print(f"worse: {row['dataset']} {row['protocol']} {who}: {row['diff_mean'] * result.scale:+.{result.digits}f} "
+                      f"(p Holm {row['p_holm']:.2g}), beyond {threshold[1]:g}", highlight=False, soft_wrap=True)
+        if len(failed):
+            raise typer.Exit(1)
 
 
 @app.command()
@@ -313,7 +380,7 @@ def prepare(
         params = cls.check_params(raw, f"--param of {dataset}")
         with Reporter(enabled=not quiet, console=err) as reporter:
             folder = cls(**params).prepare(source, data_cache_dir(), reporter)
-        err.print(f"ok {folder}", highlight=False)
+        err.print(f"ok {folder}", highlight=False, soft_wrap=True)
 
 
 def main() -> None:

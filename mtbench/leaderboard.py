@@ -190,23 +190,32 @@ def _is_worse(diff: float, higher_is_better: bool) -> bool:
 
 
 # -- the table ---------------------------------------------------------------------------------------------
-def build_leaderboard(runs: list[dict], *, suite: Any = None, metric: Metric, title: str = "",
-                      code_versions: Mapping[str, str] | None = None) -> Leaderboard:
-    """The leaderboard of ``metric`` over result payloads (``ResultStore.load()``).
+@dataclass
+class ExperimentCells:
+    """The runs of one metric, one per (experiment, cell, seed), aggregated per (experiment, cell).
 
-    ``suite`` (a :class:`~mtbench.suites.Suite`) restricts to its results and supplies paper figures;
-    ``code_versions`` (plugin -> installed ``code_version``) marks rows produced by older code as stale.
+    ``frame`` keeps each cell's per-seed episode values (``per_seed``) and digests for pairing;
+    ``table`` is the per-run table it came from.
     """
+
+    frame: pd.DataFrame
+    table: pd.DataFrame
+    superseded: int
+    experiment_labels: dict[str, str]
+    dataset_labels: dict[str, str]
+
+
+def experiment_cells(runs: list[dict], *, suite: Any = None, metric: Metric,
+                     code_versions: Mapping[str, str] | None = None) -> ExperimentCells:
+    """Identity, labels and the per-seed aggregation shared by the leaderboard and ``mtbench compare``."""
     code_versions = dict(code_versions or {})
     table = runs_table(runs)
     table = table[table["metric"] == metric.name]
     if suite is not None:
         table = table[table["suite"] == suite.name]
     table, superseded = _dedupe(table.reset_index(drop=True), code_versions)
-    hib, scale, digits = metric.higher_is_better, float(metric.scale), display_digits(metric)
     if table.empty:
-        return Leaderboard(title, getattr(suite, "name", None), metric.name, hib, scale, digits, pd.DataFrame(),
-                           pd.DataFrame(), pd.DataFrame(), None, [], {"result_files": 0})
+        return ExperimentCells(pd.DataFrame(), table, superseded, {}, {})
     data_labels = _dataset_labels(table)
     exp_labels, exp_settings = _experiment_labels(table)
     queries = table.groupby(["dataset_key", "n_way", "k_shot"])["n_query"].nunique()
@@ -224,18 +233,32 @@ def build_leaderboard(runs: list[dict], *, suite: Any = None, metric: Metric, ti
             "stale": any(code_versions.get(p, v) != v for p, v in zip(runs_["plugin"], runs_["code_version"])),
             **_aggregate(runs_, metric.name),
         })
-    frame = pd.DataFrame.from_records(cells)
-    frame = _significance(frame, hib)
+    return ExperimentCells(pd.DataFrame.from_records(cells), table, superseded, exp_labels, data_labels)
+
+
+def build_leaderboard(runs: list[dict], *, suite: Any = None, metric: Metric, title: str = "",
+                      code_versions: Mapping[str, str] | None = None) -> Leaderboard:
+    """The leaderboard of ``metric`` over result payloads (``ResultStore.load()``).
+
+    ``suite`` (a :class:`~mtbench.suites.Suite`) restricts to its results and supplies paper figures;
+    ``code_versions`` (plugin -> installed ``code_version``) marks rows produced by older code as stale.
+    """
+    hib, scale, digits = metric.higher_is_better, float(metric.scale), display_digits(metric)
+    found = experiment_cells(runs, suite=suite, metric=metric, code_versions=code_versions)
+    if found.frame.empty:
+        return Leaderboard(title, getattr(suite, "name", None), metric.name, hib, scale, digits, pd.DataFrame(),
+                           pd.DataFrame(), pd.DataFrame(), None, [], {"result_files": 0})
+    frame = _significance(found.frame, hib)
     _paper(frame, suite, metric.name)
     frame = frame.sort_values(["dataset_label", "n_way", "k_shot", "n_query", "mean"],
                               ascending=[True, True, True, True, not hib], kind="stable").reset_index(drop=True)
     friedman = _friedman(frame, hib)
-    notes = _notes(frame, metric, superseded, friedman)
-    provenance = _provenance(table)
+    notes = _notes(frame, metric, found.superseded, friedman)
     wide = _wide(frame, scale, digits)
     public = frame.drop(columns=["per_seed", "digests"])
     return Leaderboard(title, getattr(suite, "name", None), metric.name, hib, scale, digits, public, wide,
-                       _curves(table, exp_labels, data_labels), friedman, notes, provenance)
+                       _curves(found.table, found.experiment_labels, found.dataset_labels), friedman, notes,
+                       _provenance(found.table))
 
 
 def _significance(frame: pd.DataFrame, hib: bool) -> pd.DataFrame:
