@@ -1,0 +1,65 @@
+"""Fair baselines: the regression fine-tune baseline selects its step size on validation tasks, and finetune
+offers Chen et al.'s head recipe."""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mtbench import FitData, RunContext, Target
+from mtbench.testing import parametrize_with_checks
+from mtbench_zoo.finetune import Finetune
+from mtbench_zoo.regression_selection import finetune_curve, select_regression_lr
+from mtbench_zoo.sinusoid import SineTasks
+
+
+def test_curve_is_plain_gradient_descent_and_leaves_the_network_alone():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(1, 8), nn.ReLU(), nn.Linear(8, 1))
+    sx, sy, qx, qy = torch.randn(5, 1), torch.randn(5, 1), torch.randn(7, 1), torch.randn(7, 1)
+    before = [p.detach().clone() for p in net.parameters()]
+    curve = finetune_curve(net, sx, sy, qx, qy, lr=0.1, steps=2)
+    assert all(torch.equal(a, b) for a, b in zip(before, net.parameters()))
+    manual = [p.detach().clone().requires_grad_() for p in net.parameters()]
+    forward = lambda x, w: F.linear(F.relu(F.linear(x, w[0], w[1])), w[2], w[3])
+    for step in range(2):
+        grads = torch.autograd.grad(F.mse_loss(forward(sx, manual), sy), manual)
+        manual = [(p - 0.1 * g).detach().requires_grad_() for p, g in zip(manual, grads)]
+        assert math.isclose(curve[step], float(F.mse_loss(forward(qx, manual), qy).detach()), rel_tol=1e-5)
+
+
+def test_selection_picks_the_lowest_validation_mse_and_records_the_table():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(1, 16), nn.ReLU(), nn.Linear(16, 1))
+    data = FitData(SineTasks(), SineTasks(), Target(1, 5, 10), seed=0)
+    out = select_regression_lr(net, data, (1e-3, 1e-2, 10.0), max_steps=3, n_tasks=4)
+    table = {float(lr): curve for lr, curve in out["val_mse"].items()}
+    assert table[10.0][2] is None or table[10.0][2] > table[1e-2][2]  # a step size that diverges is never chosen
+    for steps, lr in out["lr_by_steps"].items():
+        s = int(steps) - 1
+        assert table[lr][s] == min(v[s] for v in table.values() if v[s] is not None)
+    best = out["best"]
+    assert best["val_mse"] == min(v for curve in table.values() for v in curve if v is not None)
+    # the tasks are validation tasks: recomputing one curve on the val stream reproduces the table
+    task = data.episodes(1, 5, 10, split="val", seed_offset=7)[0]
+    assert finetune_curve(net, task.support_x, task.support_y, task.query_x, task.query_y, 1e-3, 1)[0] > 0
+
+
+def test_finetune_regression_uses_the_selected_lr(plugins):
+    ctx = RunContext(torch.device("cpu"), plugins=plugins)
+    data = FitData(SineTasks(), SineTasks(), Target(1, 5, 10), seed=0)
+    alg = Finetune(backbone="sine-mlp", pretrain_steps=30, batch_size=8, select_lr=True, lr_grid=(1e-3, 0.03),
+                   select_max_steps=4, val_tasks=3, head_steps=2).fit(data, ctx)
+    selection = alg.fit_info()["selection"]
+    assert alg.fit_info()["adaptation"] == {"lr": selection["lr_by_steps"]["2"], "steps": 2, "optimizer": "plain SGD",
+                                            "source": "lr selected on validation tasks"}
+    alg.set_params(select_steps=True)
+    assert alg.fit_info()["adaptation"]["steps"] == selection["best"]["steps"]
+    assert Finetune(select_lr=True).fit_key(Target(1, 5, 10)) == {"k_shot": 5}  # selected with the test shots
+
+
+@parametrize_with_checks([Finetune(backbone="mlp", pretrain_steps=30, batch_size=32, recipe="chen2019")])
+def test_conformance_with_chen2019_recipe(algorithm, check):
+    check(algorithm)
