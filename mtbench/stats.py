@@ -20,6 +20,7 @@ import pandas as pd
 from scipy import stats
 
 ALPHA = 0.05
+DIFF_DECIMALS = 6  # stored scores carry float32 precision (~7 significant digits); finer digits are noise
 
 
 def episode_ci95(values: Sequence[float]) -> float:
@@ -52,21 +53,25 @@ class PairedTest:
 def paired_test(x: Sequence[float], y: Sequence[float]) -> PairedTest:
     """Wilcoxon signed-rank (zero differences dropped, scipy's default) and paired t on ``x - y``.
 
-    Identical samples give p = 1 (scipy would return nan: nothing differs, so nothing is significant).
+    For the signed ranks, differences are rounded to ``DIFF_DECIMALS`` first: scores are stored from float32 (0.96 is
+    0.9599999785), so two accuracy differences of one query (1/75) would otherwise differ in the 8th
+    digit and not tie, and equal scores would not cancel. Identical samples give p = 1 (scipy would
+    return nan: nothing differs, so nothing is significant).
     """
     a, b = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     if a.shape != b.shape:
         raise ValueError(f"paired samples must have one length, got {len(a)} and {len(b)}")
     d = a - b
+    rounded = np.round(d, DIFF_DECIMALS)
     n = len(d)
     if n < 2:
         return PairedTest(n, float(d.mean()) if n else float("nan"), float("nan"), float("nan"), float("nan"))
-    if not np.any(d != 0):
+    if not np.any(rounded != 0):
         return PairedTest(n, 0.0, 0.0, 1.0, 1.0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        p_w = float(stats.wilcoxon(a, b).pvalue)
-        p_t = float(stats.ttest_rel(a, b).pvalue) if np.ptp(d) > 0 else 0.0  # constant non-zero shift
+        p_w = float(stats.wilcoxon(rounded).pvalue)
+        p_t = float(stats.ttest_rel(a, b).pvalue) if np.ptp(rounded) > 0 else 0.0  # a constant non-zero shift
     return PairedTest(n, float(d.mean()), t_ci95(d), p_w, p_t)
 
 
