@@ -1,0 +1,68 @@
+"""Embed-once evaluation gives the per-episode path's results while embedding each test image once.
+
+Accuracies must agree exactly. Probabilities (hence the NLL) are compared to 1e-5: on the embed-once
+path an image is embedded in a batch of other test images instead of its episode's, and batch
+composition may move the last bits of a float32 matrix product.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mtbench import FitData, RunContext
+from mtbench.evaluation import EMBED_ONCE, PER_EPISODE, evaluate
+from mtbench.runner import plan_cells
+
+N_EPISODES = 25
+
+
+def fitted_cells(plugins, tmp_path, name: str, shots: int, **params):
+    """A smoke-suite cell, its test split and its fitted algorithm (fitted here, no result store)."""
+    suite = plugins.suites.get("smoke")
+    (cell,) = plan_cells(suite, plugins, algorithms=[name], n_episodes=N_EPISODES, protocols=[(5, shots)],
+                         overrides={name: params} if params else None)
+    splits = plugins.datasets.get(cell.dataset.name)().set_params(**cell.dataset.params).load(None, tmp_path)
+    ctx = RunContext(torch.device("cpu"), cell.seed, cell.budget, None, plugins)
+    torch.manual_seed(cell.seed)
+    alg = plugins.algorithms.get(name)().set_params(**cell.params)
+    alg.fit(FitData(splits.split("train", cell.dataset.name), splits.splits.get("val"), cell.target, cell.seed), ctx)
+    return ctx, cell, splits.split(cell.dataset.split, cell.dataset.name), alg
+
+
+def both_paths(plugins, ctx, cell, test, alg):
+    return [evaluate(alg, cell, test, ctx, plugins, ctx.device, allow_embed_once=allow) for allow in (False, True)]
+
+
+@pytest.mark.parametrize("shots", [1, 5])
+@pytest.mark.parametrize("name", ["protonet", "linear-probe", "finetune"])
+def test_embed_once_gives_the_per_episode_rows(plugins, tmp_path, name, shots):
+    ctx, cell, test, alg = fitted_cells(plugins, tmp_path, name, shots)
+    (rows, info), (fast_rows, fast_info) = both_paths(plugins, ctx, cell, test, alg)
+    assert info["timings"]["adapt_path"] == PER_EPISODE and fast_info["timings"]["adapt_path"] == EMBED_ONCE
+    assert fast_info["digest"] == info["digest"] and fast_info["count"] == info["count"] == N_EPISODES
+    assert [r[:2] for r in fast_rows] == [r[:2] for r in rows]
+    accuracy = [(r[2], f[2]) for r, f in zip(rows, fast_rows) if r[1] == "accuracy"]
+    assert len(accuracy) == N_EPISODES and all(a == b for a, b in accuracy)
+    nll = [(r[2], f[2]) for r, f in zip(rows, fast_rows) if r[1] == "nll"]
+    assert nll and all(abs(a - b) <= 1e-5 for a, b in nll), max(abs(a - b) for a, b in nll)
+    assert 0 < fast_info["timings"]["embedded_images"] <= len(test.labels)
+
+
+def test_each_test_image_is_embedded_once_per_fit(plugins, tmp_path):
+    ctx, cell, test, alg = fitted_cells(plugins, tmp_path, "protonet", 5)
+    seen: list[torch.Tensor] = []
+    embed = alg.embed_images
+    alg.embed_images = lambda x, ctx: (seen.append(x), embed(x, ctx))[1]
+    _, info = evaluate(alg, cell, test, ctx, plugins, ctx.device)
+    images = torch.cat(seen)
+    assert len(images) == info["timings"]["embedded_images"]
+    assert len(torch.unique(images.flatten(1), dim=0)) == len(images)  # no image twice
+    used = 5 * (5 + cell.n_query) * N_EPISODES
+    assert len(images) < used  # episodes share images: fewer embeddings than the per-episode path's
+
+
+def test_finetuning_the_backbone_stays_on_the_per_episode_path(plugins, tmp_path):
+    ctx, cell, test, alg = fitted_cells(plugins, tmp_path, "finetune", 1, finetune_backbone=True, head_steps=3)
+    assert not alg.embeds_once()
+    _, info = evaluate(alg, cell, test, ctx, plugins, ctx.device)
+    assert info["timings"]["adapt_path"] == PER_EPISODE and "embed_s" not in info["timings"]
