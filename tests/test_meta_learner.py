@@ -42,3 +42,24 @@ def test_init_fitted_builds_fresh_state_that_fit_then_trains():
         torch.manual_seed(0)
         alg.fit(data, ctx)
         assert any(not torch.equal(fresh[n], p) for n, p in alg.model_.named_parameters()), name
+
+
+def test_meta_sgd_follows_the_paper_and_the_earlier_setting_is_a_named_variant():
+    """Li et al. 2017: one adaptation step, step sizes drawn uniformly in [0.005, 0.1]; ``meta-sgd-maml`` keeps
+    MAML's 0.4 and 3 test steps, and says so in fit_info."""
+    plugins = load_plugins()
+    ctx = RunContext(torch.device("cpu"), plugins=plugins)
+    data = synthetic_fit_data(n_way=3)
+    infos = {}
+    for name in ("meta-sgd", "meta-sgd-maml"):
+        alg = plugins.algorithms.get(name)(meta_iterations=1, meta_batch=2, validate_every=0)
+        alg.init_fitted(data, ctx)
+        sizes = torch.cat([s.flatten() for s in alg.step_sizes_.values()])
+        if name == "meta-sgd":
+            assert 0.005 <= float(sizes.min()) < float(sizes.max()) <= 0.1
+            assert (alg.settings_["inner_steps"], alg.settings_["test_inner_steps"]) == (1, 1)
+        else:
+            assert torch.all(sizes == 0.4) and alg.settings_["test_inner_steps"] == 3
+        infos[name] = alg.fit(data, ctx).fit_info_
+    assert infos["meta-sgd"]["deviations"] == [] and "uniform" in infos["meta-sgd"]["step_size_init"]
+    assert len(infos["meta-sgd-maml"]["deviations"]) == 2
