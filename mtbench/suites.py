@@ -39,11 +39,21 @@ class DatasetEntry:
     params: dict[str, Any] = field(default_factory=dict)
     split: str = "test"
     train: "DatasetEntry | None" = None  # cross-domain: base classes from another dataset
+    label: str = ""  # display name on the leaderboard (e.g. two entries of one plugin with other params)
 
     @property
     def base(self) -> "DatasetEntry":
         """The dataset whose train/val splits the algorithms are fitted on."""
         return self.train or self
+
+    @property
+    def display_label(self) -> str:
+        """The suite's label, else ``name`` or ``base→name`` for a cross-domain entry (recorded with results)."""
+        if self.label:
+            return self.label
+        if self.train and (self.train.name, self.train.params) != (self.name, self.params):
+            return f"{self.train.name}→{self.name}"
+        return self.name
 
     def identity(self) -> dict[str, Any]:
         out = {"dataset": self.name, "params": self.params, "split": self.split}
@@ -214,14 +224,14 @@ def parse_suite(raw: dict[str, Any], where: str) -> Suite:
     datasets = []
     for i, entry in enumerate(r.get("datasets", list, item=dict)):
         d = _Reader(entry, where, f"datasets[{i}].")
-        d.unknown({"name", "params", "split", "train"})
+        d.unknown({"name", "label", "params", "split", "train"})
         train = None
         if "train" in entry:
             t = _Reader(d.get("train", dict), where, f"datasets[{i}].train.")
             t.unknown({"name", "params"})
             train = DatasetEntry(t.get("name", str), dict(t.get("params", dict, {})), "train")
         datasets.append(DatasetEntry(d.get("name", str), dict(d.get("params", dict, {})),
-                                     d.get("split", str, "test"), train))
+                                     d.get("split", str, "test"), train, d.get("label", str, "")))
     protocols = []
     for i, entry in enumerate(r.get("protocols", list, item=dict)):
         p = _Reader(entry, where, f"protocols[{i}].")

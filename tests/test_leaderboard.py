@@ -197,3 +197,13 @@ def test_a_later_run_of_the_same_seed_supersedes_the_stale_one():
 
 def test_ci_of_a_single_episode_is_undefined():
     assert math.isnan(board([make_run("a", [1.0])]).cells.iloc[0]["ci95"])
+
+
+def test_suite_dataset_entries_take_a_label_and_derive_a_distinct_one():
+    from mtbench.suites import parse_suite
+
+    suite = parse_suite({"name": "s", "algorithms": ["protonet"], "protocols": [{"ways": 5, "shots": 1}],
+                         "datasets": [{"name": "digits"}, {"name": "digits", "label": "digits-small",
+                                                           "params": {"size": 8}},
+                                      {"name": "digits", "train": {"name": "omniglot"}}]}, "test")
+    assert [d.display_label for d in suite.datasets] == ["digits", "digits-small", "omniglot→digits"]
