@@ -87,6 +87,19 @@ def test_miniimagenet_prepared_cache_holds_the_exact_pixels_memory_mapped(mini, 
     assert episode.support_x.shape == (3, 3, 84, 84) and float(episode.support_x.max()) <= 1.0
 
 
+def test_load_prepares_from_the_data_dir_once_and_fingerprints_the_content(mini, tmp_path):
+    files, _ = mini
+    write_tree(tmp_path / "data" / "mini-imagenet", files, ".zip")  # $MTBENCH_DATA/mini-imagenet.zip
+    assert MiniImageNet().fingerprint(tmp_path / "data", tmp_path / "cache") == ""
+    splits = MiniImageNet().load(tmp_path / "data", tmp_path / "cache")
+    assert splits.info["source"] == str(tmp_path / "data" / "mini-imagenet.zip")
+    first = MiniImageNet().fingerprint(tmp_path / "data", tmp_path / "cache")
+    assert first == splits.info["content_fingerprint"]
+    files[next(n for n in files if n.endswith(".png"))] = files[next(n for n in reversed(files) if n.endswith(".png"))]
+    MiniImageNet().prepare(write_tree(tmp_path / "other", files), tmp_path / "cache")  # one image differs
+    assert MiniImageNet().fingerprint(None, tmp_path / "cache") not in ("", first)
+
+
 def test_miniimagenet_zip_and_tar_give_the_same_content(mini, tmp_path):
     files, _ = mini
     prints = set()

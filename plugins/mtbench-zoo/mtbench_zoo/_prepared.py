@@ -244,6 +244,18 @@ class PreparedDataset(Dataset):
                 return Path(data_dir) / name
         return None
 
+    def fingerprint(self, data_dir: Path | None, cache_dir: Path | None = None) -> str:
+        """The prepared cache's content fingerprint ("" while unprepared): preparing from other files
+        changes it, so fits keyed on it retrain. ``cache_dir`` defaults to the CLI's ``$MTBENCH_CACHE``."""
+        if cache_dir is None:
+            from mtbench.cli import data_cache_dir
+            cache_dir = data_cache_dir()
+        try:
+            meta = json.loads((prepared_dir(cache_dir, self.name, self.image_size) / "meta.json").read_text())
+            return str(meta["content_fingerprint"])
+        except (OSError, ValueError, KeyError):
+            return ""
+
     def load(self, data_dir: Path | None, cache_dir: Path) -> DatasetSplits:
         folder = prepared_dir(cache_dir, self.name, self.image_size)
         if not (folder / "meta.json").exists():
