@@ -252,6 +252,17 @@ def test_a_planted_pickle_never_runs(tmp_path):
     assert "refused to load" in line and not marker.exists()
 
 
+def test_restricted_unpickler_reads_numpy_1_arrays_and_nothing_callable():
+    from mtbench_zoo._sources import restricted_unpickle
+    old = pickle.dumps({b"data": np.arange(6, dtype=np.uint8)}, protocol=3).replace(
+        b"numpy._core.multiarray", b"numpy.core.multiarray")  # as numpy 1.x (and the CIFAR archive) wrote it
+    assert b"numpy.core.multiarray" in old
+    assert restricted_unpickle(old, "x")["data"].tolist() == [0, 1, 2, 3, 4, 5]
+    for payload in (print, os.system, np.load):
+        with pytest.raises(DataError, match="refused to load"):
+            restricted_unpickle(pickle.dumps({"f": payload}), "x")
+
+
 def test_cifar_archive_that_does_not_match_cifar100(tmp_path):
     data = cifar100(per_class=(1, 1))
     files = cifar_binary_files(data)
@@ -366,7 +377,7 @@ for i in range(4):
     expected = flat.reshape(84, 84, 3)[..., ::-1].transpose(2, 0, 1) / 255.0
     ok &= bool(np.allclose(episode.support_x[0].numpy(), expected, atol=1e-6))
 peak = status()
-total = int(train.images.sum())  # control: reading every row does show up in RSS
+largest = int(train.images.max())  # control: reading every row does show up in RSS
 print(json.dumps({"base": base, "peak": peak, "after_full_read": status(), "ok": ok}))
 """
 
