@@ -122,6 +122,8 @@ class BaselinePP(FrozenEmbedding, Algorithm):
     citation = "Chen et al. 2019, arXiv:1904.04232 (Baseline++)"
     budgets = PRETRAIN_BUDGETS
     adapt_params = frozenset({"recipe", "head_steps", "head_lr", "head_weight_decay"})
+    constraints = {"pretrain_steps": ">= 0", "batch_size": ">= 1", "lr": "> 0", "scale": "> 0", "recipe": RECIPES,
+                   "head_steps": ">= 0", "head_lr": "> 0", "head_weight_decay": ">= 0"}
 
     def __init__(self, backbone: str = "conv4", pretrain_steps: int = 10_000, batch_size: int = 128,
                  lr: float = 1e-3, scale: float = 10.0, recipe: str = "adam", head_steps: int = 100,

@@ -24,7 +24,7 @@ from torch import nn
 from mtbench import Algorithm, FitData, LabeledImages, RunContext, Support, Target, fit_loop, hookimpl
 
 from ._common import FeaturePredictor, FrozenEmbedding, HeadPredictor
-from .baseline_pp import check_recipe, recipe_description, train_head
+from .baseline_pp import RECIPES, check_recipe, recipe_description, train_head
 from .pretraining import PRETRAIN_BUDGETS, fresh_networks, pretrained_encoder
 from .regression_selection import select_regression_lr
 
@@ -42,7 +42,8 @@ class Finetune(FrozenEmbedding, Algorithm):
     adapt_params = frozenset({"head_steps", "head_lr", "head_weight_decay", "finetune_backbone", "backbone_lr", "l2sp",
                               "recipe", "select_steps"})
     constraints = {"pretrain_steps": ">= 0", "batch_size": ">= 1", "lr": "> 0", "head_steps": ">= 0", "head_lr": "> 0",
-                   "head_weight_decay": ">= 0", "backbone_lr": "> 0", "l2sp": ">= 0"}
+                   "head_weight_decay": ">= 0", "backbone_lr": "> 0", "l2sp": ">= 0", "recipe": RECIPES,
+                   "select_max_steps": ">= 1", "val_tasks": ">= 1"}
 
     def __init__(self, backbone: str = "conv4", pretrain_steps: int = 10_000, batch_size: int = 128,
                  lr: float = 1e-3, head_steps: int = 100, head_lr: float = 0.01, head_weight_decay: float = 1e-3,

@@ -56,6 +56,9 @@ class MetaBaseline(FrozenEmbedding, Algorithm):
     citation = "Chen et al. 2021, arXiv:2003.04390"
     budgets = {b: {**PRETRAIN_BUDGETS[b], "meta_episodes": n}
                for b, n in (("quick", 250), ("standard", 4000), ("paper", 20_000))}
+    constraints = {"pretrain_steps": ">= 0", "batch_size": ">= 1", "lr": "> 0", "meta_episodes": ">= 0",
+                   "meta_batch": ">= 1", "meta_lr": "> 0", "momentum": ">= 0, < 1", "weight_decay": ">= 0",
+                   "tau": "> 0", "train_query": ">= 1", "validate_every": ">= 0", "val_episodes": ">= 1"}
 
     def __init__(self, backbone: str = "conv4", pretrain_steps: int = 10_000, batch_size: int = 128,
                  lr: float = 1e-3, meta_episodes: int = 20_000, meta_batch: int = 4, meta_lr: float = 1e-3,

@@ -123,6 +123,9 @@ class MTL(FrozenEmbedding, Algorithm):
     budgets = {b: {**PRETRAIN_BUDGETS[b], "meta_iterations": n}
                for b, n in (("quick", 300), ("standard", 3000), ("paper", 15_000))}
     adapt_params = frozenset({"test_inner_steps"})
+    constraints = {"pretrain_steps": ">= 0", "batch_size": ">= 1", "lr": "> 0", "meta_iterations": ">= 1",
+                   "meta_batch": ">= 1", "ss_lr": "> 0", "head_lr": "> 0", "inner_lr": "> 0", "inner_steps": ">= 1",
+                   "test_inner_steps": ">= 0", "train_query": ">= 1", "validate_every": ">= 0", "val_episodes": ">= 1"}
 
     def __init__(self, backbone: str = "conv4", pretrain_steps: int = 10_000, batch_size: int = 128,
                  lr: float = 1e-3, meta_iterations: int = 15_000, meta_batch: int = 2, ss_lr: float = 1e-3,
