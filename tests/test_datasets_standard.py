@@ -133,6 +133,16 @@ def test_miniimagenet_missing_image_and_corrupt_image(mini, tmp_path):
     assert not list((tmp_path / "cache" / "prepared").iterdir())  # no half cache left behind
 
 
+def test_too_little_disk_space_is_reported_before_any_work(mini, tmp_path, monkeypatch):
+    import shutil
+    files, _ = mini
+    source = write_tree(tmp_path / "mini", files)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10 ** 9, 10 ** 9 - 1000, 1000))
+    with pytest.raises(DataError, match=r"preparing miniimagenet needs 0.0 GB in .*, which has 0.0 GB free"):
+        MiniImageNet().prepare(source, tmp_path / "cache")
+    assert not list((tmp_path / "cache" / "prepared").iterdir())
+
+
 def test_corrupt_archive_and_unprepared_load(mini, tmp_path):
     files, _ = mini
     for archive in (".zip", ".tar.gz"):
@@ -335,9 +345,19 @@ def test_tiered_folder_layout(mini, tmp_path):
     for split in ("train", "val", "test"):
         for row in csv.DictReader(files[f"mini-imagenet/{split}.csv"].decode().splitlines()):
             moved[f"tiered/{split}/{row['label']}/{row['filename']}"] = files[f"mini-imagenet/images/{row['filename']}"]
+    write_tree(tmp_path / "t_folder", moved)
     TieredImageNet().prepare(write_tree(tmp_path / "t", moved, ".zip"), tmp_path / "cache")
     splits = TieredImageNet().load(None, tmp_path / "cache")
     assert [splits.split(s).n_classes for s in ("train", "val", "test")] == [5, 2, 3]
+    # a folder of symlinks (e.g. into an ImageNet copy) is read through the links
+    linked = tmp_path / "linked"
+    for split in ("train", "val", "test"):
+        (linked / "tiered" / split).mkdir(parents=True)
+        for wnid in (tmp_path / "t_folder" / "tiered" / split).iterdir():
+            (linked / "tiered" / split / wnid.name).symlink_to(wnid)
+    TieredImageNet().prepare(linked, tmp_path / "cache2")
+    assert TieredImageNet().load(None, tmp_path / "cache2").info["content_fingerprint"] == \
+        splits.info["content_fingerprint"]
     del_val = {k: v for k, v in moved.items() if "/val/" not in k}
     with pytest.raises(DataError, match="has no val/ folder"):
         TieredImageNet().prepare(write_tree(tmp_path / "u", del_val), tmp_path / "cache")

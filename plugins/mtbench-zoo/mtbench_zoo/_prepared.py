@@ -96,6 +96,11 @@ class PreparedWriter:
                  splits: dict[str, SplitLayout]) -> None:
         self.final = prepared_dir(cache_dir, name, image_size)
         self.final.parent.mkdir(parents=True, exist_ok=True)
+        need = sum(len(layout.labels) for layout in splits.values()) * channels * image_size ** 2
+        free = shutil.disk_usage(self.final.parent).free
+        if need > free:
+            raise DataError(f"preparing {name} needs {need / 1e9:.1f} GB in {self.final.parent}, which has "
+                            f"{free / 1e9:.1f} GB free; point MTBENCH_CACHE at a larger disk")
         self.tmp = Path(tempfile.mkdtemp(dir=self.final.parent, prefix=f".{self.final.name}-"))
         self.splits, self.image_size, self.channels = splits, image_size, channels
         self.files: dict[str, tuple[int, int]] = {}  # split -> (file descriptor, offset of row 0)
@@ -132,7 +137,12 @@ class PreparedWriter:
         if image.shape != (self.channels, self.image_size, self.image_size):
             raise DataError(f"internal: image of shape {image.shape} for a {self.image_size}px cache")
         fd, offset = self.files[split]
-        os.pwrite(fd, image.tobytes(), offset + row * image.nbytes)
+        try:
+            written = os.pwrite(fd, image.tobytes(), offset + row * image.nbytes)
+        except OSError as exc:
+            raise DataError(f"could not write the prepared cache in {self.tmp.parent} ({exc})") from None
+        if written != image.nbytes:
+            raise DataError(f"could not write the prepared cache in {self.tmp.parent} (short write: disk full?)")
         self.digests[split][row] = np.frombuffer(row_digest(image), dtype=np.uint8)
         self.filled[split][row] = True
 
@@ -159,8 +169,8 @@ class PreparedWriter:
 
 
 def advise_random(array: np.memmap) -> None:
-    """Episodes gather scattered rows: tell the kernel not to read ahead around each one (it would map
-    ~128 KB per 21 KB image)."""
+    """Episodes gather scattered rows: tell the kernel not to read ahead around each one, which from a
+    cold disk would fetch ~128 KB per 21 KB image."""
     mapping = getattr(array, "_mmap", None)
     if mapping is not None and hasattr(mapping, "madvise") and hasattr(mmap, "MADV_RANDOM"):
         mapping.madvise(mmap.MADV_RANDOM)

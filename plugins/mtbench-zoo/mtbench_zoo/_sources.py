@@ -4,7 +4,8 @@ The standard few-shot datasets arrive in many wrappings: an extracted folder, ``
 ``CUB_200_2011.tgz``, ``cifar-100-binary.tar.gz``. :class:`Source` gives all of them one read-only view:
 the names of the regular files inside (POSIX paths), and their bytes, streamed in storage order so that
 a compressed tar is decompressed once per pass instead of once per member. Nothing is written to disk, so
-a hostile archive cannot place files outside its folder, and links inside archives are ignored.
+a hostile archive cannot place files outside its folder, and links inside archives are ignored (links in
+a folder are the user's own and are followed).
 
 Also here: :func:`restricted_unpickle`, the only way mtbench reads a pickle (the CIFAR-100 python
 archive, tieredImageNet's label files): it admits dicts, lists, strings, numbers and plain numpy arrays,
@@ -15,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import pickle
 import tarfile
 import zipfile
@@ -62,9 +64,10 @@ class Source:
         """Every regular file inside, as a POSIX path relative to the source (one pass over a tar)."""
         if self._names is None:
             try:
-                if self.kind == "folder":
-                    self._names = sorted(p.relative_to(self.path).as_posix() for p in self.path.rglob("*")
-                                         if p.is_file() and not p.is_symlink())
+                if self.kind == "folder":  # the user's own folder: symlinks (e.g. into ImageNet) are followed
+                    self._names = sorted((Path(d) / f).relative_to(self.path).as_posix()
+                                         for d, _, files in os.walk(self.path, followlinks=True) for f in files
+                                         if (Path(d) / f).is_file())
                 elif self.kind == "zip":
                     with zipfile.ZipFile(self.path) as zf:
                         self._names = [_clean(i.filename) for i in zf.infolist() if not i.is_dir()]
