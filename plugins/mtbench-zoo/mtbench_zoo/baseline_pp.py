@@ -10,9 +10,9 @@ two recipes shared with ``finetune``: ``adam`` (full-batch Adam, mtbench's defau
 from __future__ import annotations
 
 import hashlib
+import inspect
 import itertools
 import math
-from pathlib import Path
 from typing import Any, Iterator
 
 import torch
@@ -23,8 +23,6 @@ from mtbench import Algorithm, FitData, RunContext, Support, Target, fit_loop, h
 
 from ._common import FrozenEmbedding, HeadPredictor, nearest_centroid_accuracy
 from .pretraining import PRETRAIN_BUDGETS
-
-CODE_VERSION = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:10]
 
 # Chen et al. 2019's fine-tuning recipe (their io_utils / meta_template: SGD, momentum 0.9, dampening 0.9,
 # weight decay 1e-3, batch 4, 100 epochs); mtbench's SGD is Nesterov without dampening.
@@ -91,7 +89,7 @@ def cosine_pretrained(data: FitData, ctx: RunContext, backbone: str, steps: int,
     pretraining is done once per run."""
     key = {"kind": "pretrain-cosine", "data": data.identity, "seed": data.seed, "backbone": backbone,
            "steps": steps, "batch_size": batch_size, "lr": lr, "scale": scale, "validate_every": validate_every,
-           "val_episodes": val_episodes, "code": CODE_VERSION}
+           "val_episodes": val_episodes, "code": PRETRAIN_CODE}
 
     def make() -> dict[str, Any]:
         torch.manual_seed(data.seed)
@@ -114,6 +112,11 @@ def cosine_pretrained(data: FitData, ctx: RunContext, backbone: str, steps: int,
 
     value, reused = ctx.cached(key, make)
     return value["encoder"], {"history": value["history"], "pretrain_reused": reused, "scale": float(value["scale"])}
+
+
+# The cached cosine pretraining is reused until the code that produces it changes (not on any edit of this file).
+PRETRAIN_CODE = hashlib.sha256("".join(inspect.getsource(f) for f in (CosineClassifier, cosine_pretrained))
+                               .encode()).hexdigest()[:10]
 
 
 class BaselinePP(FrozenEmbedding, Algorithm):
