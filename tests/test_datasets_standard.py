@@ -191,6 +191,7 @@ def test_cli_prepare_then_a_real_tiny_run_with_conv4_84(mini, tmp_path, monkeypa
     result = json.loads(next((tmp_path / "results").rglob("protonet__miniimagenet__*.json")).read_text())
     assert result["dataset_info"]["split"] == "ravi-larochelle"
     assert result["dataset_info"]["content_fingerprint"]
+    assert result["spec"]["params"]["backbone"] == "conv4-84" and result["fit_info"]["history"]["steps"] == 2
     assert len(result["rows"]) == 4
 
 
