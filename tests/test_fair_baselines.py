@@ -57,6 +57,9 @@ def test_finetune_regression_uses_the_selected_lr(plugins):
                                             "source": "lr selected on validation tasks"}
     alg.set_params(select_steps=True)
     assert alg.fit_info()["adaptation"]["steps"] == selection["best"]["steps"]
+    alg.set_params(select_steps=False, head_steps=50)  # beyond the validated steps: the last validated lr, said so
+    assert alg.fit_info()["adaptation"]["lr"] == selection["lr_by_steps"]["4"]
+    assert "for 4 steps" in alg.fit_info()["adaptation"]["source"]
     assert Finetune(select_lr=True).fit_key(Target(1, 5, 10)) == {"k_shot": 5}  # selected with the test shots
 
 

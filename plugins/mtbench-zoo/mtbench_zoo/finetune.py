@@ -99,8 +99,9 @@ class Finetune(FrozenEmbedding, Algorithm):
         if self.select_steps:
             best = selection["best"]
             return best["lr"], best["steps"], "lr and steps selected on validation tasks"
-        if str(self.head_steps) not in selection["lr_by_steps"]:
-            raise ValueError(f"head_steps={self.head_steps} is beyond select_max_steps={self.select_max_steps}")
+        if str(self.head_steps) not in selection["lr_by_steps"]:  # validated only up to select_max_steps
+            return (selection["lr_by_steps"][str(selection["max_steps"])], self.head_steps,
+                    f"lr selected on validation tasks for {selection['max_steps']} steps (the most validated)")
         return selection["lr_by_steps"][str(self.head_steps)], self.head_steps, "lr selected on validation tasks"
 
     def fit_info(self) -> dict:
