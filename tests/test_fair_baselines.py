@@ -66,3 +66,17 @@ def test_finetune_regression_uses_the_selected_lr(plugins):
 @parametrize_with_checks([Finetune(backbone="mlp", pretrain_steps=30, batch_size=32, recipe="chen2019")])
 def test_conformance_with_chen2019_recipe(algorithm, check):
     check(algorithm)
+
+
+def test_maml_l2sp_rows_state_the_pretraining_cost_and_the_penalty(plugins):
+    from mtbench_zoo.maml import MAMLL2SP
+
+    ctx = RunContext(torch.device("cpu"), plugins=plugins)
+    data = FitData(SineTasks(), SineTasks(), Target(1, 5, 10), seed=0)
+    alg = MAMLL2SP(backbone="sine-mlp", pretrain_steps=5, meta_iterations=3, meta_batch=2, inner_lr=0.01,
+                   inner_steps=1, validate_every=0).fit(data, ctx)
+    info = alg.fit_info()
+    cost = info["training_cost"]
+    assert cost["pretrain_steps"] == 5 and cost["pretrain_s"] == info["pretrain"]["history"]["seconds"]
+    assert cost["total_s"] == round(cost["pretrain_s"] + info["history"]["seconds"], 3)
+    assert info["l2sp"]["lambda_selected_on_validation"] is False and "not penalised" in info["l2sp"]["head_penalty"]

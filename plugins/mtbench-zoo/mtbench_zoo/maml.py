@@ -100,8 +100,23 @@ class MAML(GradientMetaLearner):
         self.init_fitted(data, ctx, features)
         if pretrain is not None and self.regression_:  # same output space: the pretrained output layer is kept too
             self.model_.head.load_state_dict(head.state_dict())
-        self.fit_info_ = {**self.meta_train(data, ctx, f" ({self.strategy_})"), "pretrain": pretrain}
+        info = self.meta_train(data, ctx, f" ({self.strategy_})")
+        self.fit_info_ = {**info, "pretrain": pretrain, **self.joint_record(pretrain, info)}
         return self
+
+    def joint_record(self, pretrain: dict | None, info: dict) -> dict:
+        """Stated on the joint method's rows: the whole training cost (the source network's pretraining
+        counts, even when its weights came from the cache), where lambda came from, what the penalty covers."""
+        if pretrain is None:
+            return {}
+        pretrain_s, meta_s = pretrain["history"]["seconds"], info["history"]["seconds"]
+        cost = {"pretrain_s": pretrain_s, "meta_s": meta_s, "total_s": round(pretrain_s + meta_s, 3),
+                "pretrain_steps": pretrain["history"]["steps"], "pretrain_reused": pretrain["pretrain_reused"]}
+        return {"training_cost": cost,
+                "l2sp": {"lambda": self.l2sp, "inner_lambda": self.inner_l2sp, "lambda_selected_on_validation": False,
+                         "lambda_source": "set by hand (one meta-training per candidate lambda exceeds the budget)",
+                         "penalised": "the pretrained features only (toward theta_source)",
+                         "head_penalty": "none: the head is not penalised (Li et al.'s beta/2 ||w_new||^2 is absent)"}}
 
     def training_episodes(self, target) -> tuple[int, int]:
         return target.k_shot, self.train_query or (target.n_query if self.regression_ else target.k_shot)
