@@ -21,11 +21,10 @@ from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
-from scipy import stats as sps
 
 from . import stats
 from .errors import MtbenchError
-from .leaderboard import ExperimentCells, display_digits, paired_vectors
+from .leaderboard import ExperimentCells, cell_test, display_digits
 from .metrics import Metric
 
 COLUMNS = ["dataset", "protocol", "a", "b", "mean_a", "mean_b", "ratio", "diff_mean", "diff_ci95", "p_wilcoxon",
@@ -106,22 +105,10 @@ def _jsonable(value: Any) -> Any:
 
 
 def _test(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
-    """Paired when the episodes are shared, else Welch's t-test on the per-episode (or per-seed) scores."""
-    vectors = paired_vectors(a, b)
-    if not isinstance(vectors, str):
-        x, y, note = vectors
-        t = stats.paired_test(x, y)
-        return {"diff_mean": t.diff_mean, "diff_ci95": t.diff_ci95, "p_wilcoxon": t.p_wilcoxon, "p_ttest": t.p_ttest,
-                "paired": True, "note": note}
-    x = np.concatenate([v.to_numpy() for v in a["per_seed"].values()])
-    y = np.concatenate([v.to_numpy() for v in b["per_seed"].values()])
-    if a["n_seeds"] >= 2 and b["n_seeds"] >= 2:  # seeds are the unit when there are several
-        x = np.array([v.mean() for v in a["per_seed"].values()])
-        y = np.array([v.mean() for v in b["per_seed"].values()])
-    p = float(sps.ttest_ind(x, y, equal_var=False).pvalue) if len(x) > 1 and len(y) > 1 else float("nan")
-    se = math.sqrt(x.var(ddof=1) / len(x) + y.var(ddof=1) / len(y)) if len(x) > 1 and len(y) > 1 else float("nan")
-    return {"diff_mean": float(x.mean() - y.mean()), "diff_ci95": 1.96 * se, "p_wilcoxon": float("nan"),
-            "p_ttest": p, "paired": False, "note": f"unpaired (Welch): {vectors}"}
+    """``a - b``: paired on shared episodes, else Welch (see :func:`mtbench.leaderboard.cell_test`)."""
+    result = cell_test(a, b)
+    return {**{k: result[k] for k in ("diff_mean", "diff_ci95", "p_wilcoxon", "p_ttest", "paired")},
+            "note": result["paired_note"]}
 
 
 def _finish(rows: list[dict[str, Any]], metric: Metric, mode: str, notes: list[str]) -> Comparison:

@@ -261,31 +261,47 @@ def build_leaderboard(runs: list[dict], *, suite: Any = None, metric: Metric, ti
                        _provenance(found.table))
 
 
+def cell_test(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
+    """``a - b`` for two aggregated cells: paired on the shared episodes, else Welch's t-test.
+
+    ``p`` is the decision's p-value: Wilcoxon's when paired, Welch's otherwise (then ``paired`` is False
+    and ``paired_note`` says why the episodes could not be paired). Without pairing, the unit is the seed
+    when both have several seeds, else the episode.
+    """
+    vectors = paired_vectors(a, b)
+    if not isinstance(vectors, str):
+        x, y, note = vectors
+        t = stats.paired_test(x, y)
+        return {"diff_mean": t.diff_mean, "diff_ci95": t.diff_ci95, "p_wilcoxon": t.p_wilcoxon, "p_ttest": t.p_ttest,
+                "p": t.p_wilcoxon, "paired": True, "paired_note": note}
+    if a["n_seeds"] >= 2 and b["n_seeds"] >= 2:
+        x = np.array([v.mean() for v in a["per_seed"].values()])
+        y = np.array([v.mean() for v in b["per_seed"].values()])
+    else:
+        x = np.concatenate([v.to_numpy() for v in a["per_seed"].values()])
+        y = np.concatenate([v.to_numpy() for v in b["per_seed"].values()])
+    t = stats.welch_test(x, y)
+    return {"diff_mean": t.diff_mean, "diff_ci95": t.diff_ci95, "p_wilcoxon": float("nan"), "p_ttest": t.p_ttest,
+            "p": t.p_ttest, "paired": False, "paired_note": f"{vectors}; Welch's t-test instead (unpaired)"}
+
+
+TEST_COLUMNS = ("diff_mean", "diff_ci95", "p_wilcoxon", "p_ttest", "p", "paired", "paired_note")
+
+
 def _significance(frame: pd.DataFrame, hib: bool) -> pd.DataFrame:
-    """Best per cell, paired test against it, Holm across the table, tied ranks per cell."""
-    extra = {c: [] for c in ("best", "diff_mean", "diff_ci95", "p_wilcoxon", "p_ttest", "paired_note")}
-    index = []
+    """Best per cell, a test of every row against it, Holm across the table, tied ranks per cell."""
+    records = {}
     groups = list(frame.groupby(["dataset_key", "n_way", "k_shot", "n_query"], sort=False))
     for _, cell in groups:
         order = cell.sort_values("mean", ascending=not hib, kind="stable")
         best = order.iloc[0]
-        for i, row in order.iterrows():
-            index.append(i)
-            extra["best"].append(i == order.index[0])
-            test = _pair(row, best) if i != order.index[0] else None
-            if test is None or isinstance(test, str):
-                extra["paired_note"].append(test or "")
-                for c in ("diff_mean", "diff_ci95", "p_wilcoxon", "p_ttest"):
-                    extra[c].append(float("nan"))
-            else:
-                result, note = test
-                extra["paired_note"].append(note)
-                extra["diff_mean"].append(result.diff_mean)
-                extra["diff_ci95"].append(result.diff_ci95)
-                extra["p_wilcoxon"].append(result.p_wilcoxon)
-                extra["p_ttest"].append(result.p_ttest)
-    frame = frame.join(pd.DataFrame(extra, index=index))
-    frame["p_holm"] = stats.holm(frame["p_wilcoxon"].to_numpy())
+        records[order.index[0]] = {"best": True, "diff_mean": float("nan"), "diff_ci95": float("nan"),
+                                   "p_wilcoxon": float("nan"), "p_ttest": float("nan"), "p": float("nan"),
+                                   "paired": True, "paired_note": ""}
+        for i, row in order.iloc[1:].iterrows():
+            records[i] = {"best": False, **cell_test(row, best)}
+    frame = frame.join(pd.DataFrame.from_dict(records, orient="index"))
+    frame["p_holm"] = stats.holm(frame["p"].to_numpy(dtype=float))
     frame["significant"] = [bool(p < stats.ALPHA and _is_worse(d, hib))
                             for p, d in zip(frame["p_holm"].fillna(1.0), frame["diff_mean"].fillna(0.0))]
     frame["rank"] = 0
@@ -294,16 +310,7 @@ def _significance(frame: pd.DataFrame, hib: bool) -> pd.DataFrame:
         ranks = stats.tied_ranks(list(order.index), _worse_than(frame, order, hib))
         for i, r in ranks.items():
             frame.at[i, "rank"] = r
-    return frame
-
-
-def _pair(row: pd.Series, best: pd.Series) -> tuple[stats.PairedTest, str] | str:
-    """The paired test of ``row`` against ``best`` (difference row - best), or why there is none."""
-    vectors = paired_vectors(row, best)
-    if isinstance(vectors, str):
-        return vectors
-    x, y, note = vectors
-    return stats.paired_test(x, y), note
+    return frame.drop(columns="p")
 
 
 def _worse_than(frame: pd.DataFrame, order: pd.DataFrame, hib: bool) -> Callable[[Any, list[Any]], set[Any]]:
@@ -317,10 +324,10 @@ def _worse_than(frame: pd.DataFrame, order: pd.DataFrame, hib: bool) -> Callable
     def worse(leader: Any, others: list[Any]) -> set[Any]:
         if leader == best:
             return {i for i in others if frame.at[i, "significant"]}
-        tests = {i: _pair(frame.loc[i], frame.loc[leader]) for i in others}
-        ok = {i: t[0] for i, t in tests.items() if not isinstance(t, str)}
-        adjusted = stats.holm([t.p_wilcoxon for t in ok.values()])
-        return {i for (i, t), p in zip(ok.items(), adjusted) if p < stats.ALPHA and _is_worse(t.diff_mean, hib)}
+        tests = {i: cell_test(frame.loc[i], frame.loc[leader]) for i in others}
+        adjusted = stats.holm([t["p"] for t in tests.values()])
+        return {i for (i, t), p in zip(tests.items(), adjusted)
+                if p < stats.ALPHA and _is_worse(t["diff_mean"], hib)}
     return worse
 
 
@@ -365,13 +372,12 @@ MARKS = {"best": "*", "tied": "=", "unpaired": "?"}
 
 
 def cell_mark(row: Mapping[str, Any]) -> str:
-    """``*`` best of its cell, ``=`` not significantly worse than the best, ``?`` not comparable (episodes
-    differ), nothing when significantly worse."""
+    """``*`` best of its cell, ``=`` not significantly worse than the best, nothing when significantly
+    worse; ``?`` added when the episodes differ, so the test was Welch's unpaired one."""
     if row["best"]:
         return MARKS["best"]
-    if isinstance(row.get("p_wilcoxon"), float) and math.isnan(row["p_wilcoxon"]):
-        return MARKS["unpaired"]
-    return "" if row["significant"] else MARKS["tied"]
+    mark = "" if row["significant"] else MARKS["tied"]
+    return mark + ("" if row.get("paired", True) else MARKS["unpaired"])
 
 
 def cell_text(row: Mapping[str, Any], scale: float, digits: int) -> str:
@@ -454,8 +460,8 @@ def _notes(frame: pd.DataFrame, metric: Metric, superseded: int, friedman: dict 
                      "(training variance), with the seed count in parentheses.")
     notes.append(f"Marks: {MARKS['best']} best of its cell; {MARKS['tied']} not significantly worse than the best "
                  f"(paired on the same episodes, Wilcoxon signed-rank, Holm-corrected across the table, "
-                 f"alpha {stats.ALPHA}); no mark: significantly worse; {MARKS['unpaired']} no paired test "
-                 "(episodes differ). Ranks: the best and every row not significantly worse share rank 1, and so on.")
+                 f"alpha {stats.ALPHA}); no mark: significantly worse; {MARKS['unpaired']} the episodes differ, so "
+                 "Welch's unpaired t-test decided. Ranks: the best and every row not significantly worse share rank 1, and so on.")
     if (frame["transductive"]).any():
         notes.append("transductive = yes: queries of an episode are normalised together (batch statistics), "
                      "so each prediction sees the other queries.")

@@ -75,6 +75,19 @@ def paired_test(x: Sequence[float], y: Sequence[float]) -> PairedTest:
     return PairedTest(n, float(d.mean()), t_ci95(d), p_w, p_t)
 
 
+def welch_test(x: Sequence[float], y: Sequence[float]) -> PairedTest:
+    """``mean(x) - mean(y)`` without pairing (Welch's t-test, its 95% CI); for samples of other episodes."""
+    a, b = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    diff = float(a.mean() - b.mean()) if len(a) and len(b) else float("nan")
+    if len(a) < 2 or len(b) < 2:
+        return PairedTest(min(len(a), len(b)), diff, float("nan"), float("nan"), float("nan"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        result = stats.ttest_ind(a, b, equal_var=False)
+        low, high = result.confidence_interval(0.95)
+    return PairedTest(min(len(a), len(b)), diff, float((high - low) / 2), float("nan"), float(result.pvalue))
+
+
 def holm(pvalues: Sequence[float]) -> np.ndarray:
     """Holm's step-down adjusted p-values (nan entries stay nan and do not count as tests)."""
     p = np.asarray(pvalues, dtype=float)

@@ -156,12 +156,17 @@ def test_defect10_paired_tie_and_paired_difference():
     assert wide.loc["shift", "5-way 1-shot"].endswith("*") and wide.loc["noise", "5-way 1-shot"].endswith("=")
 
 
-def test_pairing_is_refused_when_episodes_differ():
-    b = board([make_run("a", [1.0, 0.9, 0.8], digest="x"), make_run("b", [0.1, 0.2, 0.3], digest="y")])
-    row = b.cells.set_index("experiment").loc["b"]
-    assert "episode digests differ" in row["paired_note"] and math.isnan(row["p_wilcoxon"])
-    assert not row["significant"] and row["rank"] == 1
-    assert b.wide.set_index("experiment").loc["b", "5-way 1-shot"].endswith("?")
+def test_pairing_is_refused_when_episodes_differ_and_welch_decides():
+    a, b, c = [1.0, 0.9, 0.8, 0.95], [0.1, 0.2, 0.3, 0.15], [0.9, 1.0, 0.85, 0.8]
+    board_ = board([make_run("a", a, digest="x"), make_run("b", b, digest="y"), make_run("c", c, digest="z")])
+    cells = board_.cells.set_index("experiment")
+    assert "episode digests differ" in cells.loc["b", "paired_note"] and "Welch" in cells.loc["b", "paired_note"]
+    assert math.isnan(cells.loc["b", "p_wilcoxon"]) and not cells.loc["b", "paired"]
+    assert cells.loc["b", "p_ttest"] == pytest.approx(sps.ttest_ind(b, a, equal_var=False).pvalue)
+    assert cells.loc["b", "significant"] and cells.loc["b", "rank"] == 3
+    assert not cells.loc["c", "significant"] and cells.loc["c", "rank"] == 1
+    marks = board_.wide.set_index("experiment")["5-way 1-shot"]
+    assert marks["a"].endswith("*") and marks["b"].endswith(") ?") and marks["c"].endswith(" =?")
 
 
 def test_paper_figures_and_friedman_over_cells():

@@ -46,6 +46,16 @@ def test_identical_samples_are_never_significant():
     assert (result.diff_mean, result.diff_ci95, result.p_wilcoxon, result.p_ttest) == (0.0, 0.0, 1.0, 1.0)
 
 
+def test_welch_test_matches_scipy():
+    x, y = [0.9, 0.8, 1.0, 0.85, 0.95], [0.5, 0.7, 0.6, 0.65]
+    result = stats.welch_test(x, y)
+    expected = sps.ttest_ind(x, y, equal_var=False)
+    low, high = expected.confidence_interval(0.95)
+    assert result.p_ttest == pytest.approx(expected.pvalue) and math.isnan(result.p_wilcoxon)
+    assert result.diff_mean == pytest.approx(np.mean(x) - np.mean(y))
+    assert result.diff_ci95 == pytest.approx((high - low) / 2)
+
+
 def test_holm_by_hand():
     p = [0.01, 0.04, 0.03, 0.005, float("nan")]
     # sorted: 0.005*4 = 0.02, 0.01*3 = 0.03, 0.03*2 = 0.06, 0.04*1 = 0.04 -> monotone 0.06
