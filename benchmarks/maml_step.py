@@ -1,26 +1,29 @@
-"""Time one MAML meta-iteration: the plugin's implementation against a straightforward per-task loop.
+"""One MAML meta-iteration, strategy by strategy, against a plain per-task loop: seconds, extra peak memory and
+float32 error of the meta-gradient.
 
-Setting (Finn et al. 2017, Omniglot): 1x28x28 inputs, strided Conv-4 (64 filters), 5-way 1-shot with one
-query per class, meta-batch 32; second order with 1 inner step, then first order, then 5 inner steps.
+Setting (the one peers are timed on, issue 10 F2 and issue 11): 1x28x28 inputs, strided Conv-4 (64 filters,
+``conv4-maml``), 5-way 1-shot with 5 queries per class, meta-batch 32, inner lr 0.4, one inner step; second
+order, then first order.
 
-(i)  plugin: ``mtbench_zoo.functional.meta_objective`` with the strategy the plugin picks for the device
-     (on CPU "grouped": the 32 tasks at once, each task's weights one group of a grouped convolution;
-     ``torch.func.vmap`` over tasks on CUDA);
-(ii) reference: a plain loop over the 32 tasks with ``torch.autograd.grad(create_graph=True)``, written
-     here with ``F.conv2d`` and ``F.batch_norm`` on the same parameters.
+* reference: a plain loop over the 32 tasks, written here with ``F.conv2d`` and ``F.batch_norm``, that calls
+  ``torch.autograd.grad`` on each task's loss and accumulates the meta-gradient, so one task's graph is alive
+  at a time;
+* ``loop``, ``grouped`` at every chunk size (tasks per backward pass) and, with ``--vmap``, ``vmap``:
+  ``mtbench_zoo.functional.meta_gradient``.
 
-Prints, per setting: the max abs difference of the two meta-gradients (float32), seconds per
-meta-iteration of each, the ratio reference/plugin (> 1 means the plugin is faster) and each one's peak
-memory (CUDA max allocated, or on CPU the peak RSS (VmHWM) of a fresh process that ran only that
-measurement, torch and the problem included).
+Every measurement runs in a fresh process with the given number of threads. Extra peak memory: on CPU the
+peak resident memory (VmHWM) during the first meta-iteration minus the resident memory just before it (the
+network and episodes already built), on CUDA the max allocated during it minus the allocated before.
+float32 error: ``|g32 - g64| / |g64|`` over the whole meta-gradient vector, g64 being the reference loop in
+float64 on the same weights and episodes. ``vs ref`` is reference seconds / strategy seconds (> 1: faster).
 
-    python benchmarks/maml_step.py [--device cpu|cuda] [--repeats 3]
+    python benchmarks/maml_step.py [--device cpu|cuda] [--threads 1 2] [--repeats 3] [--chunks 1 2 4 8 16 32]
 """
 from __future__ import annotations
 
 import argparse
 import json
-import resource
+import os
 import subprocess
 import sys
 import time
@@ -28,10 +31,11 @@ import time
 import torch
 import torch.nn.functional as F
 
-from mtbench_zoo.functional import InnerLoop, MetaConv4, MetaModel, meta_objective, resolve_strategy
+from mtbench_zoo.functional import (DEFAULT_CHUNK, InnerLoop, MetaConv4, MetaModel, Strategy, meta_gradient,
+                                    resolve_strategy)
 
-WAYS, SHOTS, QUERY, META_BATCH, INNER_LR = 5, 1, 1, 32, 0.4
-SETTINGS = {"second-order, 1 step": (False, 1), "first-order, 1 step": (True, 1), "second-order, 5 steps": (False, 5)}
+WAYS, SHOTS, QUERY, META_BATCH, INNER_LR = 5, 1, 5, 32, 0.4
+SETTINGS = {"second order": False, "first order": True}
 
 
 class Task:
@@ -39,13 +43,15 @@ class Task:
         self.support_x, self.support_y, self.query_x, self.query_y = sx, sy, qx, qy
 
 
-def make_problem(device: torch.device):
+def make_problem(device: torch.device, dtype: torch.dtype = torch.float32, meta_batch: int = META_BATCH):
+    """The same weights and episodes for every implementation (drawn in float64, then cast)."""
     torch.manual_seed(0)
-    model = MetaModel(MetaConv4((1, 28, 28)), WAYS).to(device)
+    model = MetaModel(MetaConv4((1, 28, 28)), WAYS).to(device=device, dtype=dtype)
+    gen = torch.Generator().manual_seed(1)
     labels = torch.arange(WAYS, device=device)
-    tasks = [Task(torch.rand(WAYS * SHOTS, 1, 28, 28, device=device), labels.repeat_interleave(SHOTS),
-                  torch.rand(WAYS * QUERY, 1, 28, 28, device=device), labels.repeat_interleave(QUERY))
-             for _ in range(META_BATCH)]
+    image = lambda n: torch.rand(n, 1, 28, 28, generator=gen, dtype=torch.float64).to(device=device, dtype=dtype)
+    tasks = [Task(image(WAYS * SHOTS), labels.repeat_interleave(SHOTS), image(WAYS * QUERY),
+                  labels.repeat_interleave(QUERY)) for _ in range(meta_batch)]
     return model, tasks
 
 
@@ -57,89 +63,115 @@ def reference_forward(p: dict, x: torch.Tensor) -> torch.Tensor:
     return F.linear(x.mean(dim=(2, 3)), p["head.weight"], p["head.bias"])
 
 
-def reference_meta_gradient(model, tasks, first_order: bool, steps: int) -> dict:
+def reference_meta_gradient(model, tasks, first_order: bool, steps: int = 1) -> dict:
+    """The plain per-task loop: adapt, then ``torch.autograd.grad`` of the task's query loss, accumulated."""
     params = dict(model.named_parameters())
-    total = 0.0
+    total = {n: torch.zeros_like(p) for n, p in params.items()}
     for t in tasks:
         fast = params
         for _ in range(steps):
             loss = F.cross_entropy(reference_forward(fast, t.support_x), t.support_y)
             grads = torch.autograd.grad(loss, list(fast.values()), create_graph=not first_order)
             fast = {n: w - INNER_LR * g for (n, w), g in zip(fast.items(), grads)}
-        total = total + F.cross_entropy(reference_forward(fast, t.query_x), t.query_y)
-    grads = torch.autograd.grad(total / len(tasks), list(params.values()))
-    return dict(zip(params, grads))
+        query_loss = F.cross_entropy(reference_forward(fast, t.query_x), t.query_y) / len(tasks)
+        for n, g in zip(params, torch.autograd.grad(query_loss, list(params.values()))):
+            total[n] += g
+    return total
 
 
-def plugin_meta_gradient(model, tasks, first_order: bool, steps: int, device: torch.device) -> dict:
+def plugin_meta_gradient(model, tasks, first_order: bool, strategy: Strategy | str, steps: int = 1) -> dict:
     params = dict(model.named_parameters())
-    inner = InnerLoop(F.cross_entropy, steps, INNER_LR)
-    loss, grads = meta_objective(model, params, tasks, inner, first_order, resolve_strategy("auto", device, model))
-    if grads is not None:
-        return grads["params"]
-    return dict(zip(params, torch.autograd.grad(loss, list(params.values()))))
+    _, grads = meta_gradient(model, params, tasks, InnerLoop(F.cross_entropy, steps, INNER_LR), first_order, strategy)
+    return grads["params"]
+
+
+def implementation(name: str):
+    """'reference', 'loop', 'vmap' or 'grouped-<chunk>' as a function (model, tasks, first_order) -> grads."""
+    if name == "reference":
+        return reference_meta_gradient
+    strategy, _, chunk = name.partition("-")
+    return lambda model, tasks, first_order: plugin_meta_gradient(
+        model, tasks, first_order, Strategy(strategy, int(chunk) if chunk else None))
+
+
+def rss_mb(field: str) -> float:
+    for line in open("/proc/self/status"):
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no {field} in /proc/self/status")
 
 
 def measure(impl: str, setting: str, device: torch.device, repeats: int) -> dict:
+    """In a fresh process: extra peak memory of the first meta-iteration, then seconds per meta-iteration,
+    then the float32 error against the float64 reference."""
+    first_order = SETTINGS[setting]
+    run = implementation(impl)
     model, tasks = make_problem(device)
-    first_order, steps = SETTINGS[setting]
-    run = (lambda: reference_meta_gradient(model, tasks, first_order, steps)) if impl == "reference" else (
-        lambda: plugin_meta_gradient(model, tasks, first_order, steps, device))
-    run()  # warm-up
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        grads = run(model, tasks, first_order)
+        extra = (torch.cuda.max_memory_allocated(device) - before) / 2**20
+    else:
+        before = rss_mb("VmRSS")
+        grads = run(model, tasks, first_order)
+        extra = rss_mb("VmHWM") - before
     sync()
     start = time.perf_counter()
     for _ in range(repeats):
-        run()
+        run(model, tasks, first_order)
     sync()
     seconds = (time.perf_counter() - start) / repeats
-    peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else peak_rss_mb()
-    return {"seconds": seconds, "peak_mb": peak}
+    model64, tasks64 = make_problem(device, torch.float64)
+    exact = reference_meta_gradient(model64, tasks64, first_order)
+    g32 = torch.cat([grads[n].flatten().double() for n in exact])
+    g64 = torch.cat([g.flatten() for g in exact.values()])
+    return {"seconds": seconds, "extra_mb": extra, "error": float((g32 - g64).norm() / g64.norm())}
 
 
-def peak_rss_mb() -> float:
-    """This process's peak resident memory. VmHWM, not ru_maxrss: Linux carries ru_maxrss across exec,
-    so a child would report its parent's peak."""
-    try:
-        for line in open("/proc/self/status"):
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def child(impl: str, setting: str, device: str, repeats: int) -> dict:
+def child(impl: str, setting: str, device: str, threads: int, repeats: int) -> dict:
+    env_threads = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     out = subprocess.run([sys.executable, __file__, "--child", impl, setting, "--device", device,
-                          "--repeats", str(repeats)], capture_output=True, text=True, check=True)
+                          "--threads", str(threads), "--repeats", str(repeats)], capture_output=True, text=True,
+                         env={**os.environ, **env_threads})
+    if out.returncode:
+        raise RuntimeError(f"{impl} / {setting} failed:\n{out.stderr[-2000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--chunks", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32])
+    parser.add_argument("--vmap", action="store_true", help="also time vmap (slow on CPU)")
     parser.add_argument("--child", nargs=2, metavar=("IMPL", "SETTING"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     device = torch.device(args.device)
     if args.child:
+        torch.set_num_threads(args.threads[0])
         print(json.dumps(measure(args.child[0], args.child[1], device, args.repeats)))
         return
+    impls = ["reference", "loop", *(f"grouped-{c}" for c in args.chunks), *(["vmap"] if args.vmap else [])]
     print(f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}), torch "
-          f"{torch.__version__}, threads {torch.get_num_threads()}, plugin strategy "
-          f"{resolve_strategy('auto', device, make_problem(device)[0])}, meta-batch {META_BATCH}, {WAYS}-way {SHOTS}-shot, {args.repeats} repeats")
-    print(f"{'setting':24} {'max|dgrad|':>11} {'reference s':>12} {'plugin s':>9} {'ratio':>6} "
-          f"{'ref peak MB':>12} {'plugin peak MB':>15}")
-    for setting, (first_order, steps) in SETTINGS.items():
-        model, tasks = make_problem(device)
-        ref = reference_meta_gradient(model, tasks, first_order, steps)
-        mine = plugin_meta_gradient(model, tasks, first_order, steps, device)
-        diff = max(float((ref[n] - mine[n]).abs().max()) for n in ref)
-        r, p = child("reference", setting, args.device, args.repeats), child("plugin", setting, args.device, args.repeats)
-        print(f"{setting:24} {diff:11.2e} {r['seconds']:12.3f} {p['seconds']:9.3f} {r['seconds'] / p['seconds']:6.2f} "
-              f"{r['peak_mb']:12.0f} {p['peak_mb']:15.0f}")
+          f"{torch.__version__}; {WAYS}-way {SHOTS}-shot, {QUERY} queries per class, meta-batch {META_BATCH}, "
+          f"conv4-maml (64 filters), {args.repeats} repeats; default grouped chunk {DEFAULT_CHUNK}")
+    for threads in args.threads:
+        auto = resolve_strategy("auto", device, make_problem(device, meta_batch=1)[0], threads=threads)
+        print(f"\nthreads {threads}: auto picks {auto.name}"
+              f"{f' (chunk {auto.chunk_size})' if auto.chunk_size else ''}: {auto.reason}")
+        print(f"{'setting':13} {'strategy':11} {'seconds':>8} {'vs ref':>7} {'extra MB':>9} {'vs ref':>7} "
+              f"{'f32 error':>10}")
+        for setting in SETTINGS:
+            ref = None
+            for impl in impls:
+                r = child(impl, setting, args.device, threads, args.repeats)
+                ref = ref or r
+                print(f"{setting:13} {impl:11} {r['seconds']:8.3f} {ref['seconds'] / r['seconds']:7.2f} "
+                      f"{r['extra_mb']:9.0f} {r['extra_mb'] / max(ref['extra_mb'], 1e-9):7.2f} {r['error']:10.1e}",
+                      flush=True)
 
 
 if __name__ == "__main__":

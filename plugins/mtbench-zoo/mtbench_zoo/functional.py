@@ -6,15 +6,24 @@
   is exact (tests/test_maml.py). Outside vmap it calls the native kernel, which is faster on the CPU.
 * :class:`MetaModel`: features + linear head, called functionally with ``torch.func.functional_call``.
 * :func:`inner_loop`: K gradient steps on functional parameters (second order keeps the graph).
-* :func:`meta_objective`: the mean query loss of a meta-batch of tasks: looped over tasks with
-  ``torch.autograd``; "grouped", every task at once through grouped convolutions (each task's weights
-  are one group; fastest on CPU, see benchmarks/maml_step.py); or batched with ``torch.func.vmap``
-  (meant for CUDA, where it removes thousands of small kernel launches).
+* :func:`meta_gradient`: the mean query loss of a meta-batch of tasks and its gradient (the meta-gradient),
+  by one of three strategies. "loop": task after task, each task's graph back-propagated and freed before
+  the next (peak memory about one task's graph). "grouped": chunks of tasks at once through grouped
+  convolutions (each task's weights are one group), one backward pass per chunk; the chunk size bounds
+  the memory (see benchmarks/maml_step.py). "vmap": ``torch.func.vmap`` over tasks (for CUDA, where it
+  removes thousands of small kernel launches). :func:`resolve_strategy` picks one for ``auto`` and says why.
+* :func:`meta_objective`: the same mean query loss with its whole graph kept, for tests that check the
+  meta-gradient against finite differences.
+
+Precision: the float32 meta-gradient stays within 5e-5 (relative) of float64 for every strategy
+(tests/test_maml.py). Convolutions in channels-last layout broke that bound (about 1e-3) in issue 11's
+measurements, so ``conv4-maml`` runs in the default layout; ``conv4-maml-channels-last`` is the explicit,
+recorded opt-in.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -57,15 +66,16 @@ class MetaConv4(nn.Module):
 
     uses_batch_stats = True
 
-    def __init__(self, in_shape: tuple[int, ...], hidden: int = 64, blocks: int = 4) -> None:
+    def __init__(self, in_shape: tuple[int, ...], hidden: int = 64, blocks: int = 4, channels_last: bool = False) -> None:
         super().__init__()
+        self.channels_last = channels_last  # faster oneDNN kernels on CPU, but float32 error ~1e-3 (issue 11)
         channels = [in_shape[0], *([hidden] * blocks)]
         self.convs = nn.ModuleList(nn.Conv2d(a, b, 3, stride=2, padding=1) for a, b in zip(channels, channels[1:]))
         self.norms = nn.ModuleList(BatchStatNorm(b) for b in channels[1:])
         self.out_dim = hidden
 
     def forward(self, x: torch.Tensor, stats_rows: int | None = None) -> torch.Tensor:
-        if x.device.type == "cpu" and not _under_vmap(x):
+        if self.channels_last and x.device.type == "cpu" and not _under_vmap(x):
             x = x.contiguous(memory_format=torch.channels_last)
         for conv, norm in zip(self.convs, self.norms):
             x = F.relu(norm(conv(x), stats_rows))
@@ -188,26 +198,81 @@ def _task_query_loss_functional(model: nn.Module, inner: InnerLoop, first_order:
     return task
 
 
+@dataclass(frozen=True)
+class Strategy:
+    """How a meta-batch is evaluated: ``name`` loop, grouped or vmap; for grouped, ``chunk_size`` tasks per
+    backward pass (None: the whole meta-batch); ``reason`` says why ``auto`` chose it (recorded)."""
+
+    name: str
+    chunk_size: int | None = None
+    reason: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "chunk_size": self.chunk_size, "reason": self.reason}
+
+
+def task_query_loss(model: nn.Module, params: Params, ep, inner: InnerLoop, first_order: bool) -> torch.Tensor:
+    """One task's query loss after adapting ``params`` on its support set (``inner.lr`` may hold tensors)."""
+    fast = inner_loop(model, params, ep.support_x, ep.support_y, inner, create_graph=not first_order)
+    return inner.loss(inner.query_output(model, fast, ep.support_x, ep.query_x), ep.query_y)
+
+
 def meta_objective(model: nn.Module, params: Params, tasks: list, inner: InnerLoop, first_order: bool,
                    strategy: str, lr_params: Params | None = None) -> tuple[torch.Tensor, dict | None]:
-    """Mean query loss after adaptation over a meta-batch.
+    """Mean query loss after adaptation over a meta-batch, with the whole graph kept (tests, small batches).
 
     ``strategy="loop"`` and ``"grouped"`` return a loss with a graph to ``params`` (and ``lr_params``);
-    the caller calls backward. ``strategy="vmap"`` evaluates all tasks at once with ``torch.func`` and returns the detached
-    loss plus the meta-gradients (a dict for ``params`` and one for ``lr_params``).
+    ``"vmap"`` returns the detached loss plus the meta-gradients (a dict for ``params`` and one for
+    ``lr_params``). Training uses :func:`meta_gradient`, which frees each task's (or chunk's) graph.
     """
     lr = lr_params if lr_params is not None else inner.lr
     if strategy == "loop":
-        total = 0.0
         step = inner.with_lr(lr)
-        for ep in tasks:
-            fast = inner_loop(model, params, ep.support_x, ep.support_y, step, create_graph=not first_order)
-            total = total + inner.loss(inner.query_output(model, fast, ep.support_x, ep.query_x), ep.query_y)
-        return total / len(tasks), None
+        return sum(task_query_loss(model, params, ep, step, first_order) for ep in tasks) / len(tasks), None
     if strategy == "grouped":
         return _grouped_meta_objective(model, params, tasks, inner, first_order, lr), None
     if strategy != "vmap":
         raise ValueError(f"unknown strategy {strategy!r}; use loop, grouped or vmap")
+    return _vmap_meta_gradient(model, params, tasks, inner, first_order, lr_params)
+
+
+def meta_gradient(model: nn.Module, params: Params, tasks: list, inner: InnerLoop, first_order: bool,
+                  strategy: Strategy | str, lr_params: Params | None = None) -> tuple[torch.Tensor, dict[str, Params]]:
+    """The detached mean query loss of a meta-batch and its gradients ``{"params": ..., "lr": ...}``.
+
+    ``loop`` back-propagates task by task and ``grouped`` chunk by chunk, accumulating the meta-gradient,
+    so only one task's (one chunk's) graph is alive at a time; ``vmap`` differentiates all tasks at once.
+    """
+    strategy = strategy if isinstance(strategy, Strategy) else Strategy(strategy)
+    if strategy.name == "vmap":
+        return _vmap_meta_gradient(model, params, tasks, inner, first_order, lr_params)
+    lr = lr_params if lr_params is not None else inner.lr
+    if strategy.name == "loop":
+        step = inner.with_lr(lr)
+        chunks = [[ep] for ep in tasks]
+        piece = lambda chunk: task_query_loss(model, params, chunk[0], step, first_order)
+    elif strategy.name == "grouped":
+        size = strategy.chunk_size or len(tasks)
+        chunks = [tasks[i:i + size] for i in range(0, len(tasks), size)]
+        piece = lambda chunk: _grouped_meta_objective(model, params, chunk, inner, first_order, lr)
+    else:
+        raise ValueError(f"unknown strategy {strategy.name!r}; use loop, grouped or vmap")
+    lr_params = lr_params or {}
+    wrt = [*params.values(), *lr_params.values()]
+    total = [torch.zeros_like(p) for p in wrt]
+    loss = torch.zeros((), dtype=wrt[0].dtype, device=wrt[0].device)
+    for chunk in chunks:
+        value = piece(chunk) * (len(chunk) / len(tasks))  # each chunk's share of the mean
+        for acc, g in zip(total, torch.autograd.grad(value, wrt, allow_unused=True)):
+            if g is not None:
+                acc.add_(g)
+        loss = loss + value.detach()
+    grads = dict(zip([*params, *(f"lr:{n}" for n in lr_params)], total))
+    return loss, {"params": {n: grads[n] for n in params}, "lr": {n: grads[f"lr:{n}"] for n in lr_params}}
+
+
+def _vmap_meta_gradient(model: nn.Module, params: Params, tasks: list, inner: InnerLoop, first_order: bool,
+                        lr_params: Params | None) -> tuple[torch.Tensor, dict[str, Params]]:
     stack = [torch.stack([getattr(ep, f) for ep in tasks]) for f in ("support_x", "support_y", "query_x", "query_y")]
     task = _task_query_loss_functional(model, inner, first_order)
     batched = torch.func.vmap(task, in_dims=(None, None, 0, 0, 0, 0))
@@ -250,13 +315,55 @@ def _per_task_loss(inner: InnerLoop, out: torch.Tensor, y: torch.Tensor) -> torc
     return rows.reshape(out.shape[0], -1).mean(1)
 
 
-def resolve_strategy(strategy: str, device: torch.device, model: nn.Module | None = None) -> str:
-    """``auto``: vmap on CUDA; on CPU grouped operations when the model supports them, else the loop."""
+DEFAULT_CHUNK = 8  # tasks per backward pass for grouped: see benchmarks/maml_step.py for speed and memory by size
+
+
+def resolve_strategy(strategy: str, device: torch.device, model: nn.Module | None = None, *,
+                     chunk_size: int | None = None, max_memory_mb: float | None = None,
+                     task_mb: float | None = None, threads: int | None = None) -> Strategy:
+    """The strategy to use, its chunk size and why.
+
+    ``auto``: vmap on CUDA; on the CPU grouped when the backbone supports it and there are at least two
+    threads (with one thread grouped is no faster than the loop and holds more memory, issue 11), else
+    the loop. Grouped's chunk: ``chunk_size`` if set; else as many tasks as ``max_memory_mb`` holds at
+    ``task_mb`` of graph per task; else :data:`DEFAULT_CHUNK`.
+    """
+    threads = threads or torch.get_num_threads()
+    grouped_ok = model is not None and supports_grouped(model)
+    why = f"{strategy} as set"
     if strategy == "auto":
         if device.type == "cuda":
-            return "vmap"
-        return "grouped" if model is not None and supports_grouped(model) else "loop"
-    if strategy == "grouped" and model is not None and not supports_grouped(model):
-        raise ValueError("strategy 'grouped' needs a backbone with grouped operations (conv4-maml); "
-                         "use strategy=loop or auto")
-    return strategy
+            return Strategy("vmap", None, "auto: CUDA, vmap batches the tasks' many small kernels")
+        if not grouped_ok:
+            return Strategy("loop", None, "auto: the backbone has no grouped operations")
+        if threads < 2:
+            return Strategy("loop", None, "auto: one CPU thread, where grouped is not faster than the loop")
+        strategy, why = "grouped", f"auto: CPU with {threads} threads, grouped convolutions use them"
+    if strategy == "grouped":
+        if not grouped_ok:
+            raise ValueError("strategy 'grouped' needs a backbone with grouped operations (conv4-maml); "
+                             "use strategy=loop or auto")
+        if chunk_size:
+            return Strategy("grouped", chunk_size, f"{why}; chunk_size={chunk_size}")
+        if max_memory_mb and task_mb:
+            chunk = max(1, int(max_memory_mb // task_mb))
+            return Strategy("grouped", chunk, f"{why}; {chunk} tasks per chunk: {task_mb:.1f} MB of graph per "
+                                              f"task within max_memory_mb={max_memory_mb}")
+        return Strategy("grouped", DEFAULT_CHUNK, f"{why}; default chunk of {DEFAULT_CHUNK} tasks")
+    if strategy not in ("loop", "vmap"):
+        raise ValueError(f"unknown strategy {strategy!r}; use auto, loop, grouped or vmap")
+    return Strategy(strategy, None, why)
+
+
+def graph_megabytes(compute: Callable[[], torch.Tensor]) -> float:
+    """Megabytes of tensors that autograd saves while ``compute()`` builds its graph (each storage once):
+    what one task (or chunk) keeps alive until its backward pass."""
+    seen: dict[tuple[int, str], int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storage = t.untyped_storage()
+        seen[(storage.data_ptr(), str(t.device))] = storage.nbytes()
+        return t
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        compute()
+    return sum(seen.values()) / 2**20

@@ -21,7 +21,8 @@ import torch
 from mtbench import FitData, RunContext, Support, hookimpl
 from mtbench.train import OptimizerFactory
 
-from .functional import InnerLoop, Params, inner_loop, l2_distance, meta_objective, resolve_strategy
+from .functional import (InnerLoop, Params, Strategy, graph_megabytes, inner_loop, l2_distance, meta_gradient,
+                         resolve_strategy, task_query_loss)
 from .meta_learner import AdaptedPredictor, GradientMetaLearner
 from .pretraining import PRETRAIN_BUDGETS, pretrained_encoder
 
@@ -44,13 +45,14 @@ class MAML(GradientMetaLearner):
                    "test_inner_steps": ">= 0", "meta_lr": "> 0", "train_query": ">= 1",
                    "bn": ("transductive", "support"), "strategy": ("auto", "loop", "grouped", "vmap"),
                    "validate_every": ">= 0", "val_episodes": ">= 1", "pretrain_steps": ">= 0", "l2sp": ">= 0",
-                   "inner_l2sp": ">= 0"}
+                   "inner_l2sp": ">= 0", "chunk_size": ">= 1", "max_memory_mb": "> 0"}
 
     def __init__(self, backbone: str = "conv4-maml", meta_iterations: int = 60_000, meta_batch: int | None = None,
                  inner_lr: float | None = None, inner_steps: int | None = None, test_inner_steps: int | None = None,
                  meta_lr: float = 1e-3, train_query: int | None = None, first_order: bool = False,
                  bn: str = "transductive", strategy: str = "auto", validate_every: int = 100,
-                 val_episodes: int = 100, pretrain_steps: int = 0, l2sp: float = 0.0, inner_l2sp: float = 0.0) -> None:
+                 val_episodes: int = 100, pretrain_steps: int = 0, l2sp: float = 0.0, inner_l2sp: float = 0.0,
+                 chunk_size: int | None = None, max_memory_mb: float | None = None) -> None:
         self.backbone = backbone
         self.meta_iterations = meta_iterations
         self.meta_batch = meta_batch
@@ -67,6 +69,8 @@ class MAML(GradientMetaLearner):
         self.pretrain_steps = pretrain_steps
         self.l2sp = l2sp
         self.inner_l2sp = inner_l2sp
+        self.chunk_size = chunk_size
+        self.max_memory_mb = max_memory_mb
 
     def paper_settings(self, n_way: int) -> dict[str, Any]:
         return paper_settings(n_way)
@@ -90,7 +94,22 @@ class MAML(GradientMetaLearner):
         self.anchor_: Params = {}
         if self.pretrain_steps:
             self.anchor_ = {f"features.{n}": p.detach().clone() for n, p in self.model_.features.named_parameters()}
-        self.strategy_ = resolve_strategy(self.strategy, ctx.device, self.model_)
+        self.strategy_ = self.resolve_strategy(ctx.device).as_dict()
+
+    def resolve_strategy(self, device: torch.device, task_mb: float | None = None) -> Strategy:
+        return resolve_strategy(self.strategy, device, self.model_, chunk_size=self.chunk_size,
+                                max_memory_mb=self.max_memory_mb, task_mb=task_mb)
+
+    def size_chunks(self, tasks: list) -> None:
+        """With ``max_memory_mb``, grouped's chunk is sized from one task's measured graph (first meta-batch)."""
+        if self.strategy_["name"] != "grouped" or self.chunk_size or not self.max_memory_mb or "task_mb" in self.strategy_:
+            return
+        s = self.settings_
+        params = dict(self.model_.named_parameters())
+        inner = self.inner(self.lr_parameters() or s["inner_lr"], s["inner_steps"])
+        task_mb = graph_megabytes(lambda: task_query_loss(self.model_, params, tasks[0], inner, self.first_order))
+        self.strategy_ = {**self.resolve_strategy(tasks[0].support_x.device, task_mb).as_dict(),
+                          "task_mb": round(task_mb, 2)}
 
     def fit(self, data: FitData, ctx: RunContext) -> "MAML":
         features, pretrain = None, None
@@ -100,7 +119,7 @@ class MAML(GradientMetaLearner):
         self.init_fitted(data, ctx, features)
         if pretrain is not None and self.regression_:  # same output space: the pretrained output layer is kept too
             self.model_.head.load_state_dict(head.state_dict())
-        info = self.meta_train(data, ctx, f" ({self.strategy_})")
+        info = self.meta_train(data, ctx, f" ({self.strategy_['name']})")
         self.fit_info_ = {**info, "pretrain": pretrain, **self.joint_record(pretrain, info)}
         return self
 
@@ -128,17 +147,17 @@ class MAML(GradientMetaLearner):
         return lambda groups: torch.optim.Adam(groups, lr=self.meta_lr)
 
     def fit_facts(self) -> dict[str, Any]:
-        return {"strategy": self.strategy_, "first_order": self.first_order}
+        return {"strategy": self.strategy_["name"], "strategy_detail": self.strategy_, "first_order": self.first_order}
 
     def meta_loss(self, tasks: list) -> torch.Tensor:
+        self.size_chunks(tasks)
         s = self.settings_
         params = dict(self.model_.named_parameters())
         lr_params = self.lr_parameters()
         inner = self.inner(s["inner_lr"], s["inner_steps"])
-        value, grads = meta_objective(self.model_, params, tasks, inner, self.first_order, self.strategy_, lr_params)
+        strategy = Strategy(self.strategy_["name"], self.strategy_["chunk_size"])
+        value, grads = meta_gradient(self.model_, params, tasks, inner, self.first_order, strategy, lr_params)
         penalty = self.l2sp * l2_distance(params, self.anchor_) if self.l2sp and self.anchor_ else None
-        if grads is None:
-            return value + penalty if penalty is not None else value
         for name, p in params.items():
             p.grad = grads["params"][name]
         for name, p in (lr_params or {}).items():
