@@ -212,3 +212,12 @@ def test_suite_dataset_entries_take_a_label_and_derive_a_distinct_one():
                                                            "params": {"size": 8}},
                                       {"name": "digits", "train": {"name": "omniglot"}}]}, "test")
     assert [d.display_label for d in suite.datasets] == ["digits", "digits-small", "omniglot→digits"]
+
+
+def test_episodes_frame_is_tidy_with_the_identity_columns():
+    from mtbench.frame import episodes_frame, runs_table
+
+    tidy = episodes_frame(runs_table([make_run("a", [0.5, 1.0]), make_run("b", [0.25], dataset="e")]))
+    assert tidy[["algorithm", "dataset_label", "episode", "value"]].values.tolist() == [
+        ["a", "d", 0, 0.5], ["a", "d", 1, 1.0], ["b", "e", 0, 0.25]]
+    assert {"experiment_key", "digest", "seed", "transductive"} <= set(tidy.columns)
