@@ -7,7 +7,7 @@ export MTBENCH_DATA
 SUITE ?= fewshot
 BUDGET ?= quick
 
-.PHONY: install run test test-slow test-gpu leaderboards leaderboard-runs bench clean
+.PHONY: install system run test test-slow test-gpu leaderboards leaderboard-runs bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,10 +21,25 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml plugins/mtbench-zoo/pyproject.t
 
 install: $(VENV)/.installed
 
+# Debian packages the default tests drive: chromium (the HTML report in a real browser) and pdflatex with
+# booktabs (the LaTeX table compiles). Checked on every run (cheap), installed only when missing, quietly and
+# non-interactively; as root directly (CI), else through sudo.
+system:
+	@missing=""; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	{ command -v pdflatex >/dev/null 2>&1 && kpsewhich booktabs.sty >/dev/null 2>&1; } || \
+		missing="$$missing texlive-latex-base texlive-latex-recommended"; \
+	if [ -n "$$missing" ]; then \
+		sudo=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		echo "apt-get install$$missing"; \
+		$$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq \
+			--no-install-recommends$$missing >/dev/null; \
+	fi
+
 run: install
 	$(BIN)/mtbench run --suite $(SUITE) --budget $(BUDGET)
 
-test: install
+test: install system
 	$(BIN)/python -m pytest -q
 
 test-slow: install

@@ -45,5 +45,10 @@ def register_backbones(register: Callable[..., None]) -> None:
 
 
 @hookspec
+def register_renderers(register: Callable[..., None]) -> None:
+    """Register leaderboard formats: ``register(Renderer(name, suffix, render))``; ``render(lb) -> str | bytes``."""
+
+
+@hookspec
 def update_environment_info(info: dict[str, Any]) -> None:
     """Add keys (GPU model, cluster job id, ...) to the environment saved with every result."""

@@ -15,13 +15,17 @@ from typing import Any, Callable, Iterable
 
 import pluggy
 
-from . import hookspecs
+from . import __version__, hookspecs
 from .errors import MtbenchError, PluginLoadError
 from .registry import Registry
 
 ENTRY_POINT_GROUP = "mtbench"
 ENV_LOAD = "MTBENCH_PLUGINS"  # extra plugin modules, comma separated
 ENV_BLOCK = "MTBENCH_DISABLE_PLUGINS"  # plugin names to skip, comma separated
+# Core behaviour that is itself a plugin (pytest's "default plugins"): registered before any entry point,
+# through the same hooks a third party implements, and versioned with mtbench itself.
+DEFAULT_PLUGINS = tuple(f"mtbench.renderers.{m}" for m in (
+    "terminal", "markdown", "csv_file", "json_file", "latex", "html_report"))
 
 
 @dataclass(frozen=True)
@@ -82,12 +86,13 @@ class Plugins:
 
     def describe(self) -> list[PluginInfo]:
         """Every loaded plugin with what it registered (fills all registries first)."""
-        for reg in ("algorithms", "datasets", "metrics", "suites", "backbones"):
+        for reg in ("algorithms", "datasets", "metrics", "suites", "backbones", "renderers"):
             getattr(self, reg)
         return [self.info(name) for name, _ in self.pm.list_name_plugin()]
 
     def versions(self) -> dict[str, str | None]:
-        return {name: self._dists.get(name, (None, None))[1] for name, _ in self.pm.list_name_plugin()}
+        return {name: self._dists.get(name, (None, None))[1] for name, _ in self.pm.list_name_plugin()
+                if name not in DEFAULT_PLUGINS}
 
     @cached_property
     def algorithms(self) -> Registry:
@@ -122,6 +127,10 @@ class Plugins:
             return register
         return self._fill("register_backbones", "backbone", add)
 
+    @cached_property
+    def renderers(self) -> Registry:
+        return self._fill("register_renderers", "renderer", _by_name_attribute)
+
 
 def _by_name_attribute(reg: Registry, provider: str, note: Callable) -> Callable:
     """A register callback for items that carry their id in ``.name`` (classes, metrics)."""
@@ -151,6 +160,10 @@ def load_plugins(
     for name in [*blocked, *_split_env(ENV_BLOCK)]:
         pm.set_blocked(name)
     dists: dict[str, tuple[str | None, str | None]] = {}
+    for path in DEFAULT_PLUGINS:
+        if not pm.is_blocked(path):
+            _register(pm, _import_module(path, f"core plugin {path!r}"), path, f"core plugin {path!r}")
+            dists[path] = ("mtbench", __version__)
     if entry_points:
         for ep in sorted(md.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
             if pm.is_blocked(ep.name) or pm.has_plugin(ep.name):

@@ -62,6 +62,18 @@ def test_hook_register_backbones(plugins):
     assert net.out_dim == 64 and net(torch.zeros(2, 1, 28, 28)).shape == (2, 64)
 
 
+def test_hook_register_renderers():
+    from mtbench.renderers import Renderer
+
+    class Tsv:
+        @hookimpl
+        def register_renderers(self, register):
+            register(Renderer("tsv", ".tsv", lambda lb: lb.cells.to_csv(sep="\t", index=False)))
+    renderers = load_plugins(objects=[("tsv", Tsv())]).renderers
+    assert {"terminal", "markdown", "csv", "json", "latex", "html", "tsv"} <= set(renderers)
+    assert renderers.providers["html"] == "plugin 'mtbench.renderers.html_report' (mtbench 0.1.0)"
+
+
 def test_hook_update_environment_info():
     class AddsJob:
         @hookimpl
@@ -197,6 +209,7 @@ def test_test_module_plugin_and_installed_package_reach_the_leaderboard(tmp_path
     board = run_cli("leaderboard", "--results-dir", str(results), "--format", "markdown", "--plugin",
                     "my_test_plugin", env=env)
     assert board.returncode == 0, board.stderr
-    rows = {line.split("|")[2].strip(): line for line in board.stdout.splitlines() if line.startswith("| synthetic")}
+    scores = board.stdout.split("## Cost")[0]  # the scores table (a cost table follows)
+    rows = {line.split("|")[2].strip(): line for line in scores.splitlines() if line.startswith("| synthetic")}
     assert set(rows) == {"pixel-knn", "constant-guess"}
     assert "20.0 ± 0.0 (20)" in rows["constant-guess"]  # always class 0 of 5: exactly chance
