@@ -13,11 +13,10 @@ Renderers (terminal, Markdown, HTML, ...) take the :class:`Leaderboard` and only
 """
 from __future__ import annotations
 
-import io
 import math
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -484,54 +483,3 @@ def _provenance(table: pd.DataFrame) -> dict:
             "devices": unique("device"), "budgets": unique("budget"), "suites": unique("suite"),
             "rendered_at": datetime.now(timezone.utc).replace(microsecond=0).isoformat()}
 
-
-# -- interim renderers (H2 moves rendering into mtbench.renderers) -----------------------------------------
-def render_markdown(wide: pd.DataFrame, title: str = "", notes: Iterable[str] = ()) -> str:
-    lines = [f"# {title}", ""] if title else []
-    if wide.empty:
-        return "\n".join(lines + ["(no results)", ""])
-    cols = list(wide.columns)
-    lines.append("| " + " | ".join(cols) + " |")
-    lines.append("|" + "|".join("---" for _ in cols) + "|")
-    for _, row in wide.iterrows():
-        lines.append("| " + " | ".join(str(row[c]) for c in cols) + " |")
-    lines.append("")
-    lines.extend(f"{n}" for n in notes)
-    return "\n".join(lines) + ("\n" if notes else "")
-
-
-def render_csv(table: pd.DataFrame) -> str:
-    buf = io.StringIO()
-    table.to_csv(buf, index=False)
-    return buf.getvalue()
-
-
-def render_html(wide: pd.DataFrame, title: str = "") -> str:
-    head = f"<h1>{title}</h1>\n" if title else ""
-    return head + wide.to_html(index=False, border=0, classes="mtbench-leaderboard")
-
-
-def render_latex(wide: pd.DataFrame) -> str:
-    def esc(value: Any) -> str:
-        return str(value).replace("±", r"$\pm$").replace("_", r"\_").replace("–", "--").replace("%", r"\%")
-    cols = list(wide.columns)
-    lines = [r"\begin{tabular}{" + "l" * len(cols) + "}", r"\toprule", " & ".join(esc(c) for c in cols) + r" \\",
-             r"\midrule"]
-    lines += [" & ".join(esc(row[c]) for c in cols) + r" \\" for _, row in wide.iterrows()]
-    lines += [r"\bottomrule", r"\end{tabular}", ""]
-    return "\n".join(lines)
-
-
-def render_rich(wide: pd.DataFrame, title: str = "") -> Any:
-    from rich.table import Table
-
-    table = Table(title=title or None)
-    for col in wide.columns:
-        table.add_column(str(col), justify="left" if col in ("dataset", "experiment", "kind", "budget") else "right")
-    for _, row in wide.iterrows():
-        table.add_row(*(str(row[c]) for c in wide.columns))
-    return table
-
-
-RENDERERS: dict[str, Callable[..., Any]] = {"markdown": render_markdown, "html": render_html,
-                                            "latex": render_latex}
