@@ -9,8 +9,8 @@ Four figures, each drawn from a :class:`mtbench.leaderboard.Leaderboard` alone:
 * ``cd``: the critical-difference diagram (Demšar 2006, JMLR 7:1-30): average ranks over cells, with a bar
   joining experiments whose average ranks differ by less than the Nemenyi critical difference.
 
-Every drawn series carries a ``gid`` (``series-...``, ``pareto-front``, ``cd-...``), so tests and the HTML
-report can find it in the SVG. Figures are built with :class:`matplotlib.figure.Figure`, not ``pyplot``:
+Every drawn series carries a ``gid`` unique in its figure (``series-...``, ``pareto-front-<panel>``,
+``cd-...``), so tests and the HTML report can find it in the SVG. Figures are built with :class:`matplotlib.figure.Figure`, not ``pyplot``:
 no global state, no GUI backend.
 """
 from __future__ import annotations
@@ -25,11 +25,32 @@ KIND_MARKERS = {"meta": "o", "transfer": "s", "joint": "D", "baseline": "^"}
 FORMATS = ("png", "svg", "pdf")
 
 
-def _figure(n_panels: int, height: float = 3.6):
+def _figure(n_panels: int, n_legend: int, ylabel: str):
+    """Panels in rows of three, tall enough for the legend on the right; the y label on the first column."""
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(4.6 * n_panels + 2.8, height), layout="constrained")
-    return fig, fig.subplots(1, n_panels, squeeze=False)[0]
+    ncols = min(3, n_panels)
+    nrows = -(-n_panels // ncols)
+    fig = Figure(figsize=(4.6 * ncols + 2.8, max(3.6 * nrows, 0.21 * n_legend + 0.8)), layout="constrained")
+    axes = list(fig.subplots(nrows, ncols, squeeze=False).flat)
+    for extra in axes[n_panels:]:
+        fig.delaxes(extra)
+    for ax in axes[:n_panels:ncols]:
+        ax.set_ylabel(ylabel)
+    return fig, axes[:n_panels]
+
+
+def _panels(frame: Any, column: str, titles: dict[Any, str]) -> list[tuple[str, Any]]:
+    """(title, rows) per dataset and value of ``column`` in table order; the dataset named when several."""
+    datasets = list(dict.fromkeys(frame["dataset_label"]))
+    out = []
+    for dataset in datasets:
+        mine = frame[frame["dataset_label"] == dataset]
+        for value, title in titles.items():
+            rows = mine[mine[column] == value]
+            if len(rows):
+                out.append((f"{dataset} · {title}" if len(datasets) > 1 else title, rows))
+    return out
 
 
 def _colors(lb: Any) -> dict[str, Any]:
@@ -50,14 +71,6 @@ def _protocols(lb: Any, present: Any) -> dict[str, str]:
     return {str(c["protocol"]): protocol_label(int(c["n_way"]), int(c["k_shot"]))
             + (f" {int(c['n_query'])}q" if str(c["protocol"]).endswith("q") else "")
             for _, c in cells.iterrows() if c["protocol"] in wanted}
-
-
-def _series(frame: Any) -> Any:
-    """Group rows by experiment, and by dataset too when there are several (a method keeps its colour)."""
-    keys = ["experiment"] if frame["dataset_label"].nunique() <= 1 else ["experiment", "dataset_label"]
-    for i, (key, rows) in enumerate(frame.groupby(keys, sort=False)):
-        key = key if isinstance(key, tuple) else (key,)
-        yield i, str(key[0]), " · ".join(map(str, key)), rows
 
 
 def _metric_label(lb: Any) -> str:
@@ -81,20 +94,21 @@ def _legend(fig: Any, axes: Any) -> None:
 def shots_figure(lb: Any):
     """Mean metric (with its 95% CI) against shots, one line per experiment, one panel per ways."""
     cells, colors = lb.cells, _colors(lb)
-    ways = sorted(int(w) for w in cells["n_way"].unique())
-    fig, axes = _figure(len(ways))
-    for ax, n_way in zip(axes, ways):
-        for i, name, label, rows in _series(cells[cells["n_way"] == n_way]):
+    ways = {w: f"{w}-way" if w > 1 else "regression" for w in sorted(int(w) for w in cells["n_way"].unique())}
+    panels = _panels(cells, "n_way", ways)
+    fig, axes = _figure(len(panels), len(colors), _metric_label(lb))
+    for p, (ax, (title, cell)) in enumerate(zip(axes, panels)):
+        n_way = int(cell["n_way"].iloc[0])
+        for i, (name, rows) in enumerate(cell.groupby("experiment", sort=False)):
             rows = rows.sort_values("k_shot")
             drawn = ax.errorbar(rows["k_shot"], rows["mean"] * lb.scale, yerr=rows["ci95"].fillna(0) * lb.scale,
                                 color=colors[name], marker=KIND_MARKERS.get(rows["kind"].iloc[0], "o"),
-                                capsize=3, label=label)
-            drawn.lines[0].set_gid(f"series-shots-{n_way}w-{i}")
-        ax.set_title(f"{n_way}-way" if n_way > 1 else "regression")
+                                capsize=3, label=name)
+            drawn.lines[0].set_gid(f"series-shots-{n_way}w-{p}-{i}")
+        ax.set_title(title)
         ax.set_xlabel("shots (K)")
-        ax.set_xticks(sorted(int(k) for k in cells.loc[cells["n_way"] == n_way, "k_shot"].unique()))
+        ax.set_xticks(sorted(int(k) for k in cell["k_shot"].unique()))
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel(_metric_label(lb))
     _legend(fig, axes)
     return fig
 
@@ -115,24 +129,23 @@ def cost_figure(lb: Any):
     cells, colors = lb.cells.dropna(subset=["train_s"]), _colors(lb)
     if cells.empty:
         raise MtbenchError("no training times recorded: the cost plot needs train_s on the results")
-    protocols = _protocols(lb, cells["protocol"])
-    fig, axes = _figure(len(protocols))
-    for ax, (protocol, title) in zip(axes, protocols.items()):
-        rows = cells[cells["protocol"] == protocol].reset_index(drop=True)
+    panels = _panels(cells, "protocol", _protocols(lb, cells["protocol"]))
+    fig, axes = _figure(len(panels), len(colors) + 1, _metric_label(lb))
+    for p, (ax, (title, rows)) in enumerate(zip(axes, panels)):
+        rows = rows.reset_index(drop=True)
         for i, row in rows.iterrows():
             ax.errorbar([row["train_s"]], [row["mean"] * lb.scale], yerr=[(0 if row["ci95"] != row["ci95"] else
                                                                            row["ci95"]) * lb.scale],
                         color=colors[row["experiment"]], marker=KIND_MARKERS.get(row["kind"], "o"), capsize=3,
-                        label=row["experiment"]).lines[0].set_gid(f"series-cost-{len(ax.lines)}")
+                        label=row["experiment"]).lines[0].set_gid(f"series-cost-{p}-{i}")
         front = pareto_front(list(rows["train_s"]), list(rows["mean"]), lb.higher_is_better)
         ax.plot(rows["train_s"][front], rows["mean"][front] * lb.scale, color="black", linestyle="--",
                 drawstyle="steps-post", linewidth=1, marker="o", markersize=13, markerfacecolor="none",
-                gid="pareto-front", label="Pareto front")
+                gid=f"pareto-front-{p}", label="Pareto front")
         ax.set_xscale("log")
         ax.set_title(title)
         ax.set_xlabel("training seconds (log scale)")
         ax.grid(alpha=0.3, which="both")
-    axes[0].set_ylabel(_metric_label(lb))
     _legend(fig, axes)
     return fig
 
@@ -146,17 +159,16 @@ def curves_figure(lb: Any):
         curves = curves[curves["key"] == f"val_{lb.metric}"]
     if "dataset_label" not in curves:
         curves = curves.assign(dataset_label="")
-    protocols = _protocols(lb, curves["protocol"])
-    fig, axes = _figure(len(protocols))
-    for ax, (protocol, title) in zip(axes, protocols.items()):
-        for i, name, label, rows in _series(curves[curves["protocol"] == protocol]):
+    panels = _panels(curves, "protocol", _protocols(lb, curves["protocol"]))
+    fig, axes = _figure(len(panels), len(colors), f"meta-validation {lb.metric}" + (" (%)" if lb.scale == 100 else ""))
+    for p, (ax, (title, panel)) in enumerate(zip(axes, panels)):
+        for i, (name, rows) in enumerate(panel.groupby("experiment", sort=False)):
             mean = rows.groupby("step")["value"].mean()  # over seeds
-            ax.plot(mean.index, mean.to_numpy() * lb.scale, color=colors.get(name), label=label,
-                    gid=f"series-curve-{i}")
+            ax.plot(mean.index, mean.to_numpy() * lb.scale, color=colors.get(name), label=name,
+                    gid=f"series-curve-{p}-{i}")
         ax.set_title(title)
         ax.set_xlabel("training steps")
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel(f"meta-validation {lb.metric}" + (" (%)" if lb.scale == 100 else ""))
     _legend(fig, axes)
     return fig
 

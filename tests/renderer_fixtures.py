@@ -44,3 +44,16 @@ def write_hostile_results(target: Path, labels: dict[str, int] | None = None) ->
             row[value] = max(0.0, row[value] - 1 / 75)
         (target / "fewshot" / f"{run['run_id']}.json").write_text(json.dumps(run))
     return target
+
+
+def write_two_datasets(target: Path, label: str = "omniglot-again") -> Path:
+    """The committed results twice, the copy under another dataset label (a second dataset, same names)."""
+    shutil.copytree(COMMITTED, target)
+    for path in sorted((target / "fewshot").glob("*.json")):
+        run = json.loads(path.read_text())
+        run["spec"]["dataset_label"] = label
+        for key in ("dataset_params", "train_dataset_params"):
+            run["spec"][key] = {**(run["spec"].get(key) or {}), "copy": True}  # another dataset identity
+        run["run_id"] = f"again__{run['run_id']}"
+        (path.parent / f"{run['run_id']}.json").write_text(json.dumps(run))
+    return target

@@ -24,6 +24,16 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--d
         "--disable-sync", "--no-first-run"]
 KEPT_SCREENSHOT = Path("/tmp/mtbench-report.png")
 pytestmark = pytest.mark.filterwarnings("ignore:Glyph .* missing from font")  # the CJK test label in the plots
+BROKEN_REFERENCES = """() => {
+  const refs = new Set();
+  for (const el of document.querySelectorAll("*")) {
+    for (const attr of el.attributes) {
+      const m = attr.value.match(/url\\(#([^)]+)\\)/) || (attr.name.endsWith("href") && attr.value.match(/^#(.+)$/));
+      if (m) { refs.add(m[1]); }
+    }
+  }
+  return {used: refs.size, broken: [...refs].filter(id => document.querySelectorAll(`[id="${id}"]`).length !== 1)};
+}"""
 PROBE = "window.__alerts = []; window.alert = function (m) { window.__alerts.push(String(m)); };"
 
 
@@ -96,7 +106,9 @@ def test_rows_marks_charset_plots_and_no_script_ran(page, site, tmp_path):
         assert page.locator(f"#plot-{kind} svg").bounding_box()["width"] > 200
     n_5way = hostile.cells[hostile.cells["n_way"] == 5]["experiment"].nunique()
     assert page.locator("#plot-shots g[id^='series-shots-5w-']").count() == n_5way
-    assert page.locator("#plot-cost g[id='pareto-front']").count() == 3  # one per protocol panel
+    assert page.locator("#plot-cost g[id^='pareto-front-']").count() == 3  # one per protocol panel
+    refs = page.evaluate(BROKEN_REFERENCES)  # four inline SVGs: every clip path or marker they use is unique
+    assert refs["used"] > 10 and refs["broken"] == []
     assert "Provenance" in page.inner_text("body") and "result_files" in page.inner_text("body")
     assert page.errors == []
     shot = tmp_path / "hostile.png"

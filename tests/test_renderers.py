@@ -18,7 +18,7 @@ from mtbench.cli import app
 from mtbench.plugins import DEFAULT_PLUGINS, load_plugins
 from mtbench.renderers import Renderer, _display
 
-from renderer_fixtures import COMMITTED, HOSTILE, ODD, board_from, write_hostile_results
+from renderer_fixtures import COMMITTED, HOSTILE, ODD, board_from, write_hostile_results, write_two_datasets
 
 BUILTIN = {"terminal", "markdown", "csv", "json", "latex", "html"}
 
@@ -115,6 +115,19 @@ def test_terminal_console_uses_the_given_width(board):
     assert max(len(line.rstrip()) for line in console.file.getvalue().splitlines()) <= 100
     assert terminal.protocol_chunks(["a", "b", "c", "d", "e", "f", "g"], 47) == [["a", "b", "c"], ["d", "e", "f"],
                                                                                    ["g"]]
+
+
+def test_two_datasets_keep_their_rows_apart(tmp_path):
+    from mtbench.renderers import html_report, markdown, terminal
+    lb = board_from(write_two_datasets(tmp_path / "results"))
+    assert len(lb.wide) == 26
+    text = terminal.render(lb)
+    assert "fewshot: accuracy · omniglot\n" in text and "fewshot: accuracy · omniglot-again\n" in text
+    assert max(len(line) for line in text.splitlines()) <= 100
+    md = markdown.render(lb)
+    for dataset in ("omniglot", "omniglot-again"):
+        assert md.count(f"| {dataset} | protonet | meta | **96.2 ± 0.4** (600) \\* |") == 1
+    assert html_report.render(lb).count("<tr data-search=") == 26
 
 
 def test_markdown_table_marks_notes_and_escaping(hostile):

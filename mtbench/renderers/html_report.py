@@ -27,7 +27,7 @@ body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:
   padding:0 1rem;color:#1d232a;background:#fff}
 h1{font-size:1.5rem;margin:0 0 .3rem}h2{font-size:1.15rem;margin:2rem 0 .5rem;border-bottom:1px solid #dde}
 .lead{color:#555;margin:0 0 1rem}
-#filter{font:inherit;padding:.35rem .6rem;width:22rem;max-width:100%;border:1px solid #bbc;border-radius:4px}
+#filter{font:inherit;padding:.35rem .6rem;width:28rem;max-width:100%;border:1px solid #bbc;border-radius:4px}
 .wrap{overflow-x:auto;margin-top:.6rem}
 table{border-collapse:collapse;font-variant-numeric:tabular-nums}
 th,td{padding:.3rem .55rem;border-bottom:1px solid #e4e6ea;vertical-align:top;text-align:right;white-space:nowrap}
@@ -126,18 +126,24 @@ def _kv(items: dict[str, Any]) -> str:
     return f'<dl class="kv">{rows}</dl>'
 
 
+def _test_text(lb: Any, cell: Any) -> str:
+    """'-0.70 ± 0.25 vs best; Wilcoxon p = 1e-07, t-test p = ..., Holm p = ...; note' (what was recorded)."""
+    parts = []
+    if not d.missing(cell.get("diff_mean")):
+        ci = cell.get("diff_ci95")
+        parts.append(f"{d.fmt(cell['diff_mean'] * lb.scale, lb.digits + 1)} ± "
+                     f"{d.DASH if d.missing(ci) else d.fmt(ci * lb.scale, lb.digits + 1)} vs best")
+    parts += [f"{name} p = {float(cell[key]):.2g}" for name, key in
+              (("Wilcoxon", "p_wilcoxon"), ("t-test", "p_ttest"), ("Holm", "p_holm")) if not d.missing(cell.get(key))]
+    if cell.get("paired_note"):
+        parts.append(str(cell["paired_note"]))
+    return "; ".join(parts)
+
+
 def _details(lb: Any, row: d.Row) -> str:
     first = next(iter(row.cells.values()))
     params = first.get("params") or {}
-    tests = {}
-    for pid, cell in row.cells.items():
-        if not bool(cell.get("best")) and not d.missing(cell.get("diff_mean")):
-            tests[pid] = (f"{d.fmt(cell['diff_mean'] * lb.scale, lb.digits + 1)} ± "
-                          f"{d.fmt(cell['diff_ci95'] * lb.scale, lb.digits + 1)} vs best; Wilcoxon p = "
-                          f"{float(cell['p_wilcoxon']):.2g}, t-test p = {float(cell['p_ttest']):.2g}, Holm p = "
-                          f"{float(cell['p_holm']):.2g}")
-        elif cell.get("paired_note"):
-            tests[pid] = str(cell["paired_note"])
+    tests = {pid: _test_text(lb, cell) for pid, cell in row.cells.items() if not bool(cell.get("best"))}
     env = {"algorithm": first.get("algorithm"), "plugin": first.get("plugin"), "settings": first.get("settings"),
            **d.cost(row), "code version": row.first("code_version"), "git commit": row.first("git_commit"),
            "runs": ", ".join(first.get("run_ids") or ())}
@@ -224,7 +230,7 @@ def render(lb: Any) -> str:
     body = [f"<h1>{e(lb.title or 'mtbench leaderboard')}</h1>",
             f'<p class="lead">{e(lb.metric)} ({direction} is better), mean ± 95% CI; suite {e(lb.suite or "all")}; '
             f'<span id="shown">{len(rows)}</span> of {len(rows)} experiments shown. Click a header to sort.</p>',
-            '<input id="filter" type="search" placeholder="Filter experiments (name, dataset, kind, budget...)" '
+            '<input id="filter" type="search" placeholder="Filter: experiment, dataset, kind, budget, backbone" '
             'aria-label="filter experiments">']
     if rows:
         body += [f'<div class="wrap">{table(lb, rows)}</div>', "<h2>Plots</h2>", figures(lb),
