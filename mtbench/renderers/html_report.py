@@ -59,6 +59,10 @@ SCRIPT = """
     return isNaN(x) ? null : x;
   }
   heads.forEach(function (th, col) {
+    th.tabIndex = 0;
+    th.addEventListener("keydown", function (ev) {
+      if (ev.key === "Enter" || ev.key === " ") { ev.preventDefault(); th.click(); }
+    });
     th.addEventListener("click", function () {
       var now = th.getAttribute("aria-sort");
       var dir = now ? (now === "ascending" ? "descending" : "ascending") : th.getAttribute("data-first");
