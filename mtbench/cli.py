@@ -101,33 +101,53 @@ def run(
     device: str = typer.Option("auto", "--device", help="cpu | cuda | cuda:N | auto."),
     results_dir: Path = ResultsOpt,
     data: Optional[Path] = typer.Option(None, "--data-dir", help="Dataset root (default: $MTBENCH_DATA)."),
-    force: bool = typer.Option(False, "--force", help="Rerun cells that already have results."),
+    force: bool = typer.Option(False, "--force", help="Re-evaluate cells that already have results (cached fits "
+                               "are reused; add --retrain to fit again)."),
+    retrain: bool = typer.Option(False, "--retrain", help="Fit again, ignoring cached fits and pretrained artifacts "
+                                 "(implies --force)."),
+    executor: str = typer.Option("local", "--executor", "-x", help="Where cells run: local | processes | ray | a "
+                                 "plugin's executor."),
+    jobs: int = typer.Option(1, "--jobs", "-j", help="Cells at once for --executor processes (worker processes)."),
+    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster for --executor ray: auto or HOST:PORT."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or leaderboard."),
     plugin: Optional[List[str]] = PluginOpt,
     block: Optional[List[str]] = BlockOpt,
 ) -> None:
     """Train and evaluate every (algorithm, dataset, ways, shots, seed) cell of a suite."""
     from .context import resolve_device
+    from .driver import Driver, failed_lines
+    from .execute import Environment
+    from .plugins import ENV_BLOCK, ENV_LOAD, _split_env
     from .progress import Reporter
     from .results import ResultStore
-    from .runner import Runner, plan_cells
+    from .runner import plan_cells
 
     with user_errors():
         plugins = _plugins(plugin, block)
         the_suite = _resolve_suite(suite, plugins)
         cells = plan_cells(the_suite, plugins, budget, algorithm, seed, episodes, _parse_sets(set_),
                            _parse_protocols(protocol))
-        store = ResultStore(results_dir)
+        chosen = plugins.executors.get(executor)(jobs=jobs, address=address)
+        store = ResultStore(results_dir, report=lambda line: err.print(f"warning: {line}", highlight=False,
+                                                                         soft_wrap=True))
+        environment = Environment(str(resolve_device(device)), data_dir(data), results_dir / ".cache",
+                                  data_cache_dir(), (*(plugin or ()), *_split_env(ENV_LOAD)),
+                                  (*(block or ()), *_split_env(ENV_BLOCK)), retrain)
         with Reporter(enabled=not quiet, console=err) as reporter:
-            runner = Runner(plugins, store, resolve_device(device), data_dir(data), results_dir / ".cache",
-                            data_cache_dir(), reporter=reporter,
-                            on_result=lambda p: reporter.log(f"saved {p}"))
-            summary = runner.run(cells, force=force)
-        err.print(f"{the_suite.name}: {len(summary.done)} cells run, {len(summary.skipped)} already done "
-                  f"(results in {results_dir})", highlight=False)
+            driver = Driver(plugins, store, environment, chosen, reporter=reporter,
+                            on_result=lambda p: reporter.log(f"saved {p}"),
+                            on_failure=lambda line: err.print(line, highlight=False, soft_wrap=True))
+            summary = driver.run(cells, force=force or retrain)
+        err.print(f"{the_suite.name}: {len(summary.done)} cells run, {len(summary.skipped)} already done"
+                  f"{f', {len(summary.failed)} failed' if summary.failed else ''} (results in {results_dir})",
+                  highlight=False)
         if summary.interrupted:
             err.print("interrupted: finished cells are saved; run the same command again to resume")
             raise typer.Exit(130)
+        if summary.failed:
+            err.print("failed cells (tracebacks in <results>/<suite>/<run_id>.failed.txt; the next run redoes them):\n"
+                      + "\n".join(failed_lines(summary)), highlight=False, soft_wrap=True)
+            raise typer.Exit(1)
         if not quiet:
             try:
                 board = build_board(store, the_suite, None, plugins)

@@ -101,3 +101,9 @@ class Dataset(HasParams):
 
     def load(self, data_dir: Path | None, cache_dir: Path) -> DatasetSplits:
         raise NotImplementedError
+
+    def fingerprint(self, data_dir: Path | None) -> str:
+        """What the loaded content depends on beyond the parameters and the code, cheaply: datasets read
+        from files return a hash of those files (names, sizes, modification times), so that replacing a
+        file retrains. Generated data (parameters and code decide it) returns ""."""
+        return ""

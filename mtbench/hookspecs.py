@@ -50,5 +50,11 @@ def register_renderers(register: Callable[..., None]) -> None:
 
 
 @hookspec
+def register_executors(register: Callable[..., None]) -> None:
+    """Register where cells run: ``register(cls)``, an :class:`mtbench.executors.Executor` subclass; ``cls.name``
+    is what ``--executor`` takes."""
+
+
+@hookspec
 def update_environment_info(info: dict[str, Any]) -> None:
     """Add keys (GPU model, cluster job id, ...) to the environment saved with every result."""

@@ -25,7 +25,7 @@ ENV_BLOCK = "MTBENCH_DISABLE_PLUGINS"  # plugin names to skip, comma separated
 # Core behaviour that is itself a plugin (pytest's "default plugins"): registered before any entry point,
 # through the same hooks a third party implements, and versioned with mtbench itself.
 DEFAULT_PLUGINS = tuple(f"mtbench.renderers.{m}" for m in (
-    "terminal", "markdown", "csv_file", "json_file", "latex", "html_report"))
+    "terminal", "markdown", "csv_file", "json_file", "latex", "html_report")) + ("mtbench.executors.builtin",)
 
 
 @dataclass(frozen=True)
@@ -86,7 +86,7 @@ class Plugins:
 
     def describe(self) -> list[PluginInfo]:
         """Every loaded plugin with what it registered (fills all registries first)."""
-        for reg in ("algorithms", "datasets", "metrics", "suites", "backbones", "renderers"):
+        for reg in ("algorithms", "datasets", "metrics", "suites", "backbones", "renderers", "executors"):
             getattr(self, reg)
         return [self.info(name) for name, _ in self.pm.list_name_plugin()]
 
@@ -130,6 +130,10 @@ class Plugins:
     @cached_property
     def renderers(self) -> Registry:
         return self._fill("register_renderers", "renderer", _by_name_attribute)
+
+    @cached_property
+    def executors(self) -> Registry:
+        return self._fill("register_executors", "executor", _by_name_attribute)
 
 
 def _by_name_attribute(reg: Registry, provider: str, note: Callable) -> Callable:

@@ -1,37 +1,31 @@
-"""Run a suite: plan its cells, fit each algorithm on the base classes, evaluate on shared episodes.
+"""Plan a suite: which cells, with every setting resolved and checked (before any data is loaded).
 
-The runner owns everything that decides comparability (splits, episode sampling, seeds, metrics,
-timings) and names no algorithm. A cell is (algorithm, dataset, ways, shots, seed); cells whose fit
-would be identical (same algorithm, parameters, data, seed and ``fit_key``) share one fit.
+A cell is (algorithm, dataset, ways, shots, seed). Executing cells is :mod:`mtbench.execute` (one cell,
+anywhere), :mod:`mtbench.executors` (where cells run) and :mod:`mtbench.driver` (checks, dispatch, storage);
+:class:`Runner` is the in-process combination of them. The core names no algorithm.
 """
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
-import math
-import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
-from .algorithm import FAMILIES, Algorithm, FitData, Target
-from .context import RunContext
-from .data import DatasetSplits
-from .episode import make_sampler
-from .environment import environment_info
-from .errors import DivergedError, MtbenchError
-from .evaluation import evaluate
-from .fitstate import cached_fit
+from .algorithm import FAMILIES, Algorithm, Target
+from .driver import Driver, RunSummary
+from .errors import MtbenchError
+from .execute import Environment
 from .plugins import Plugins
-from .results import ROW_COLUMNS, ResultStore
+from .results import ResultStore
 from .suites import AlgorithmEntry, DatasetEntry, Suite, check_count, validate_suite
+
+__all__ = ["BUDGETS", "Cell", "RunSummary", "Runner", "plan_cells", "resolve_params"]
 
 BUDGETS = ("quick", "standard", "paper")
 SAMPLER_VERSION = "episode-sampler/1"
-CI_FORMULA = "1.96 * std(ddof=1) / sqrt(n_episodes)"
 
 
 def _digest(obj: Any, n: int = 12) -> str:
@@ -54,6 +48,10 @@ class Cell:
     metrics: tuple[str, ...]
     budget: str
     plugin: str = ""  # the registered algorithm; ``algorithm`` is its label in this suite
+    # Stamped before running (mtbench.execute.CellRunner.stamp): what the result and fit keys must notice.
+    device: str = ""  # device kind: cpu, cuda
+    code_versions: dict[str, str] = field(default_factory=dict)
+    data_fingerprint: dict[str, str] = field(default_factory=dict)
 
     @property
     def algorithm_name(self) -> str:
@@ -65,7 +63,8 @@ class Cell:
                 "train_dataset": self.dataset.base.name, "train_dataset_params": self.dataset.base.params,
                 "n_way": self.n_way, "k_shot": self.k_shot, "n_query": self.n_query,
                 "n_episodes": self.n_episodes, "seed": self.seed, "metrics": list(self.metrics),
-                "budget": self.budget, "sampler": SAMPLER_VERSION}
+                "budget": self.budget, "sampler": SAMPLER_VERSION, "device_kind": self.device,
+                "code_versions": self.code_versions, "data_fingerprint": self.data_fingerprint}
 
     @property
     def run_id(self) -> str:
@@ -137,156 +136,17 @@ def plan_cells(suite: Suite, plugins: Plugins, budget: str | None = None, algori
             for seed in (seeds or suite.seeds) for e in entries]
 
 
-def training_cost(fit_info: dict[str, Any]) -> dict[str, Any]:
-    """Steps and seconds of the training the fit used, even when shared (a cached pretraining)."""
-    history = fit_info.get("history") or {}
-    return {"train_steps": history.get("steps"), "train_s": history.get("seconds")}
-
-
-def check_rows(rows: list[list[Any]], cell: Cell) -> None:
-    """NaN or infinity is never stored as a score: it means the model diverged, not that it scored."""
-    for episode, metric, value, _ in rows:
-        if not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise DivergedError(f"{cell.algorithm} on {cell.dataset.name} {cell.n_way}w{cell.k_shot}s seed {cell.seed}: "
-                                f"{metric} is {value} on episode {episode} (the fitted model predicts NaN or inf); "
-                                f"nothing stored")
-
-
-@dataclass
-class RunSummary:
-    done: list[Path] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
-    interrupted: bool = False
-
-
 class Runner:
-    """Executes cells and stores one result file per cell."""
+    """Runs cells in this process: a :class:`~mtbench.driver.Driver` with the ``local`` executor.
+
+    Kept for library users and tests; the CLI builds a Driver with the executor the user chose.
+    """
 
     def __init__(self, plugins: Plugins, store: ResultStore, device: torch.device, data_dir: Path | None,
                  cache_dir: Path, data_cache: Path, reporter: Any = None,
-                 on_result: Callable[[Path], None] | None = None) -> None:
-        self.plugins, self.store, self.device, self.data_dir = plugins, store, device, data_dir
-        self.cache_dir, self.data_cache = Path(cache_dir), Path(data_cache)
-        self.reporter = reporter
-        self.on_result = on_result
-        self._datasets: dict[str, DatasetSplits] = {}
-        self._environment: dict[str, Any] | None = None
-        self._fits: dict[str, tuple[dict[str, Any], bool]] = {}
+                 on_result: Callable[[Path], None] | None = None, retrain: bool = False) -> None:
+        environment = Environment(str(device), data_dir, Path(cache_dir), Path(data_cache), retrain=retrain)
+        self.driver = Driver(plugins, store, environment, reporter=reporter, on_result=on_result)
 
-    # -- data ---------------------------------------------------------------------------------------
-    def dataset(self, entry: DatasetEntry) -> DatasetSplits:
-        key = _digest([entry.name, entry.params])
-        if key not in self._datasets:
-            ds = self.plugins.datasets.get(entry.name)().set_params(**entry.params)
-            self._datasets[key] = ds.load(self.data_dir, self.data_cache)
-        return self._datasets[key]
-
-    def check(self, cell: Cell) -> None:
-        base = cell.dataset.base
-        self.dataset(base).split("train", base.name)
-        splits = self.dataset(cell.dataset)
-        test = splits.split(cell.dataset.split, cell.dataset.name)
-        make_sampler(test, cell.n_way, cell.k_shot, cell.n_query, cell.seed,
-                     f"{cell.dataset.name} split {cell.dataset.split!r}")
-        task = self.plugins.datasets.get(cell.dataset.name).task
-        for name in cell.metrics:
-            metric = self.plugins.metrics.get(name)
-            if metric.task != task:
-                raise MtbenchError(f"metric {name!r} is for {metric.task} but dataset {cell.dataset.name!r} "
-                                   f"is {task}; pick a {task} metric in the suite")
-
-    def context(self, seed: int, budget: str, cache: str = "artifacts") -> RunContext:
-        kwargs = {"reporter": self.reporter} if self.reporter is not None else {}
-        return RunContext(self.device, seed, budget, self.cache_dir / cache, self.plugins, **kwargs)
-
-    # -- run ----------------------------------------------------------------------------------------
     def run(self, cells: list[Cell], force: bool = False) -> RunSummary:
-        summary = RunSummary()
-        pending = []
-        for cell in cells:
-            if not force and self.store.has(cell.suite, cell.run_id):
-                summary.skipped.append(cell.run_id)
-            else:
-                pending.append(cell)
-        if pending:
-            self.store.check_writable()
-        for cell in pending:  # every bad request fails before any training starts
-            self.check(cell)
-        if pending:
-            self.environment()  # the code (git commit) that trains is the code at the start of the run
-        try:
-            for cell in pending:
-                path = self.run_cell(cell)
-                summary.done.append(path)
-                if self.on_result:
-                    self.on_result(path)
-        except KeyboardInterrupt:
-            summary.interrupted = True
-        return summary
-
-    def fit(self, cell: Cell, test: Any) -> tuple[Algorithm, dict[str, Any]]:
-        """Fit (or load the stored fit of) the cell's algorithm; returns it and its timings."""
-        cls = self.plugins.algorithms.get(cell.algorithm_name)
-        alg = cls().set_params(**cell.params)
-        base = cell.dataset.base
-        identity = {"dataset": base.name, "params": base.params}
-        fit_params = {k: v for k, v in cell.params.items() if k not in cls.adapt_params}
-        key = {"kind": "fit", "algorithm": cell.algorithm_name, "version": cls.code_version(), "params": fit_params,
-               "data": identity, "seed": cell.seed, "budget": cell.budget, "device": self.device.type,
-               "fit_key": alg.fit_key(cell.target)}
-        if alg.tags.uses_unlabeled_target:
-            key["unlabeled_target"] = cell.dataset.identity()
-        splits = self.dataset(base)
-        data = FitData(train=splits.split("train", base.name), val=splits.splits.get("val"),
-                       target=cell.target, seed=cell.seed,
-                       unlabeled_target=test.images if alg.tags.uses_unlabeled_target else None,
-                       identity=identity)
-        ctx = self.context(cell.seed, cell.budget)
-
-        def make() -> dict[str, Any]:
-            torch.manual_seed(cell.seed)
-            start = time.perf_counter()
-            alg.fit(data, ctx)
-            return {"algorithm": alg, "fit_s": time.perf_counter() - start}
-
-        memo = _digest(key, 32)
-        in_memory = memo in self._fits
-        if not in_memory:  # one fit in memory at a time; earlier fits are reloaded from disk
-            self._fits = {memo: cached_fit(self.cache_dir / "fits", key, alg, data, ctx, make)}
-        stored, cached = self._fits[memo]
-        cached = cached or in_memory
-        stored = {**stored, "algorithm": copy.deepcopy(stored["algorithm"])}
-        fitted = stored["algorithm"].set_params(**{k: cell.params[k] for k in cls.adapt_params})
-        return fitted, {"fit_s": round(stored["fit_s"], 3), "fit_reused": cached}
-
-    def run_cell(self, cell: Cell) -> Path:
-        splits = self.dataset(cell.dataset)
-        test = splits.split(cell.dataset.split, cell.dataset.name)
-        alg, timings = self.fit(cell, test)
-        rows, eval_info = self.evaluate(alg, cell, test)
-        check_rows(rows, cell)
-        cls = type(alg)
-        payload = {
-            "spec": {**cell.spec(), "kind": cls.kind, "device": str(self.device), "ci_formula": CI_FORMULA},
-            "dataset_info": splits.describe(),
-            "train_dataset_info": self.dataset(cell.dataset.base).describe(),
-            "algorithm": {"name": cls.name, "kind": cls.kind, "version": cls.code_version(),
-                          "provider": self.plugins.algorithms.providers[cls.name], "tags": alg.tags.as_dict(),
-                          "citation": cls.citation},
-            "timings": {**timings, **eval_info.pop("timings"), **training_cost(alg.fit_info())},
-            "episodes": eval_info,
-            "fit_info": alg.fit_info(),
-            "environment": self.environment(),
-            "columns": list(ROW_COLUMNS),
-            "rows": rows,
-        }
-        return self.store.save(cell.suite, cell.run_id, payload)
-
-    def environment(self) -> dict[str, Any]:
-        if self._environment is None:
-            self._environment = environment_info(self.device, self.plugins)
-        return self._environment
-
-    def evaluate(self, alg: Algorithm, cell: Cell, test: Any) -> tuple[list[list[Any]], dict[str, Any]]:
-        """Adapt to each episode's support set and score its query set (see :func:`mtbench.evaluation.evaluate`)."""
-        return evaluate(alg, cell, test, self.context(cell.seed, cell.budget), self.plugins, self.device)
+        return self.driver.run(cells, force=force)

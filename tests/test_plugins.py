@@ -74,6 +74,21 @@ def test_hook_register_renderers():
     assert renderers.providers["html"] == "plugin 'mtbench.renderers.html_report' (mtbench 0.1.0)"
 
 
+def test_hook_register_executors():
+    from mtbench.executors import Executor
+
+    class Inline(Executor):
+        name = "inline"
+
+    class AddsInline:
+        @hookimpl
+        def register_executors(self, register):
+            register(Inline)
+    executors = load_plugins(objects=[("inline", AddsInline())]).executors
+    assert {"local", "processes", "ray", "inline"} <= set(executors)
+    assert executors.providers["local"] == "plugin 'mtbench.executors.builtin' (mtbench 0.1.0)"
+
+
 def test_hook_update_environment_info():
     class AddsJob:
         @hookimpl

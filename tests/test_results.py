@@ -49,11 +49,12 @@ def test_a_run_resumes_and_force_reruns(tmp_path, plugins):
 
 
 def test_interrupted_run_keeps_finished_cells_and_resumes(tmp_path, plugins, monkeypatch):
-    from mtbench.runner import Runner, plan_cells
+    from mtbench.execute import CellRunner
+    from mtbench.runner import plan_cells
     from runner_helpers import make_runner
 
     cells = plan_cells(plugins.suites.get("smoke"), plugins, algorithms=["protonet", "linear-probe"], n_episodes=5)
-    original = Runner.run_cell
+    original = CellRunner.execute
     calls = {"n": 0}
 
     def interrupt_second(self, cell):
@@ -61,12 +62,12 @@ def test_interrupted_run_keeps_finished_cells_and_resumes(tmp_path, plugins, mon
         if calls["n"] == 2:
             raise KeyboardInterrupt
         return original(self, cell)
-    monkeypatch.setattr(Runner, "run_cell", interrupt_second)
+    monkeypatch.setattr(CellRunner, "execute", interrupt_second)
     summary = make_runner(plugins, tmp_path).run(cells)
     assert summary.interrupted and len(summary.done) == 1
     kept = summary.done[0]
     saved = kept.read_text()
-    monkeypatch.setattr(Runner, "run_cell", original)
+    monkeypatch.setattr(CellRunner, "execute", original)
     resumed = make_runner(plugins, tmp_path).run(cells)
     assert len(resumed.skipped) == 1 and len(resumed.done) == len(cells) - 1
     assert kept.read_text() == saved

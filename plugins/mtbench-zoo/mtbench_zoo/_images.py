@@ -34,6 +34,19 @@ def fingerprint(paths: list[Path], **extra: Any) -> str:
     return hashlib.sha256(json.dumps([items, extra], sort_keys=True).encode()).hexdigest()[:16]
 
 
+def files_fingerprint(root: Path, paths: list[Path]) -> str:
+    """A dataset's content fingerprint: relative path, size and modification time of each file (and of every
+    file under each folder given), so a replaced, added or removed file changes it; moving the whole folder
+    does not."""
+    items = []
+    for path in paths:
+        for file in sorted(path.rglob("*")) if path.is_dir() else [path]:
+            if file.is_file():
+                stat = file.stat()
+                items.append([os.path.relpath(file, root), stat.st_size, stat.st_mtime_ns])
+    return hashlib.sha256(json.dumps(items).encode()).hexdigest()[:16]
+
+
 def cached_arrays(path: Path, build: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     """Load ``path`` (npz) or build and save it atomically; a damaged cache is rebuilt."""
     if path.exists():

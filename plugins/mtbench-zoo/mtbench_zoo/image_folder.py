@@ -14,7 +14,7 @@ import torch
 
 from mtbench import DataError, Dataset, DatasetSplits, LabeledImages, hookimpl
 
-from ._images import cached_arrays, decode, decode_error, fingerprint
+from ._images import cached_arrays, decode, decode_error, files_fingerprint, fingerprint
 
 EXTENSIONS = {".png", ".jpg", ".jpeg"}
 
@@ -67,6 +67,12 @@ class ImageFolder(Dataset):
         n_val = int(round(self.fractions[1] * len(order)))
         return {"train": sorted(order[:n_train]), "val": sorted(order[n_train:n_train + n_val]),
                 "test": sorted(order[n_train + n_val:])}
+
+    def fingerprint(self, data_dir: Path | None) -> str:
+        """Relative paths, sizes and modification times of every image and of the split file."""
+        root = Path(self.root).expanduser()
+        paths = [p for ps in self.files(root).values() for p in ps]
+        return files_fingerprint(root, paths + ([Path(self.split_file)] if self.split_file else []))
 
     def load(self, data_dir: Path | None, cache_dir: Path) -> DatasetSplits:
         root = Path(self.root).expanduser()

@@ -25,7 +25,7 @@ import torch
 from mtbench import DataError, Dataset, DatasetSplits, LabeledImages, hookimpl
 from mtbench.download import fetch
 
-from ._images import cached_arrays, decode, decode_error, fingerprint
+from ._images import cached_arrays, decode, decode_error, files_fingerprint, fingerprint
 
 ARCHIVES = ("images_background", "images_evaluation")
 OFFICIAL = "https://raw.githubusercontent.com/brendenlake/omniglot/master/python"
@@ -134,6 +134,14 @@ class Omniglot(Dataset):
         self.split = split
         self.rotations = rotations
         self.image_size = image_size
+
+    def fingerprint(self, data_dir: Path | None) -> str:
+        """Sizes and modification times of the archives (or of every extracted file) and the split files."""
+        if data_dir is None:
+            return ""
+        found = locate(Path(data_dir))
+        splits = Path(data_dir) / "omniglot" / "splits" / "vinyals"
+        return files_fingerprint(Path(data_dir), [*found.values(), *([splits] if splits.is_dir() else [])])
 
     def arrays(self, data_dir: Path, cache_dir: Path) -> dict[str, np.ndarray]:
         found = locate(Path(data_dir))
