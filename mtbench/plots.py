@@ -162,8 +162,9 @@ def curves_figure(lb: Any):
     panels = _panels(curves, "protocol", _protocols(lb, curves["protocol"]))
     fig, axes = _figure(len(panels), len(colors), f"meta-validation {lb.metric}" + (" (%)" if lb.scale == 100 else ""))
     for p, (ax, (title, panel)) in enumerate(zip(axes, panels)):
-        for i, (name, rows) in enumerate(panel.groupby("experiment", sort=False)):
-            mean = rows.groupby("step")["value"].mean()  # over seeds
+        present = set(panel["experiment"])
+        for i, name in enumerate(n for n in colors if n in present):  # table order, as in the other plots
+            mean = panel[panel["experiment"] == name].groupby("step")["value"].mean()  # over seeds
             ax.plot(mean.index, mean.to_numpy() * lb.scale, color=colors.get(name), label=name,
                     gid=f"series-curve-{p}-{i}")
         ax.set_title(title)
