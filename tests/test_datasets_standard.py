@@ -235,6 +235,10 @@ def test_cifar_python_version_gives_the_same_cache_as_the_binary_one(tmp_path):
     a, b = CifarFS().load(None, tmp_path / "c1"), CifarFS().load(None, tmp_path / "c2")
     assert a.info["content_fingerprint"] == b.info["content_fingerprint"]
     assert b.info["cifar_layout"].startswith("cifar-100-python")
+    CifarFS(image_size=84).prepare(tmp_path / "bin", tmp_path / "c1")  # a second size beside the first
+    big = CifarFS(image_size=84).load(None, tmp_path / "c1")
+    assert big.split("val").images.shape[1:] == (3, 84, 84) and big.info["resize"] == "PIL LANCZOS"
+    assert CifarFS().load(None, tmp_path / "c1").split("val").images.shape[1:] == (3, 32, 32)
 
 
 class _Planted:

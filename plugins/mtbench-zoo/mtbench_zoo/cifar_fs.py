@@ -149,7 +149,7 @@ class CifarFS(PreparedDataset):
             rows[split] = np.concatenate(per_class)  # class by class, archive order within a class
             layouts[split] = SplitLayout(classes, np.repeat(np.arange(len(classes)), [len(p) for p in per_class]))
         info = self.source_info(src, self.split_name, f"mtbench-zoo data/{self.split_file}",
-                                notes={"cifar_layout": layout, "images_per_class": "600 (CIFAR-100 train + test)",
+                                notes={"cifar_layout": layout, "images": "CIFAR-100 train + test (600 per class)",
                                        "resize": "none (32x32)" if self.image_size == 32 else "PIL LANCZOS"})
         with self.writer(cache_dir, layouts) as out:
             with reporter.task(f"{self.title}: writing images", total=sum(len(r) for r in rows.values())) as advance:
