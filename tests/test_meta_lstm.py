@@ -1,0 +1,87 @@
+"""The LSTM meta-learner: with its gates fixed it is gradient descent; its inputs follow Andrychowicz et al.;
+meta-gradients reach the LSTM and c_0 but not through the gradient inputs; conformance."""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from mtbench import RunContext
+from mtbench.plugins import load_plugins
+from mtbench.testing import parametrize_with_checks
+from mtbench_zoo.functional import MetaConv4, MetaModel, call
+from mtbench_zoo.meta_lstm import MetaLearnerLSTM, MetaLSTM, learn, preprocess
+from test_maml import synthetic_fit_data, tiny_tasks
+
+
+def tiny_learner() -> MetaModel:
+    torch.manual_seed(0)
+    return MetaModel(MetaConv4((1, 8, 8), hidden=4), 3).double()
+
+
+def test_fixed_gates_forget_one_input_lr_are_gradient_descent_step_for_step():
+    model, ep = tiny_learner(), tiny_tasks(1)[0]
+    meta = MetaLearnerLSTM(hidden=5).double()
+    start = {n: p.detach().clone() for n, p in model.named_parameters()}
+    lr, plain = 0.3, dict(start)
+    for steps in range(1, 5):
+        fast = learn(model, meta, start, ep.support_x, ep.support_y, steps, fixed_gates=(1.0, lr))
+        current = {n: p.detach().requires_grad_() for n, p in plain.items()}
+        grads = torch.autograd.grad(F.cross_entropy(call(model, current, ep.support_x), ep.support_y),
+                                    list(current.values()))
+        plain = {n: p.detach() - lr * g for (n, p), g in zip(current.items(), grads)}
+        for n in plain:
+            assert torch.allclose(fast[n], plain[n], rtol=1e-12, atol=1e-14), (steps, n)
+
+
+def test_preprocessing_follows_andrychowicz():
+    x = torch.tensor([2.0, -3e-3, 1e-6, -1e-7, 0.0], dtype=torch.float64)
+    out = preprocess(x)
+    assert torch.allclose(out[0], torch.tensor([math.log(2.0) / 10, 1.0], dtype=torch.float64))
+    assert torch.allclose(out[1], torch.tensor([math.log(3e-3) / 10, -1.0], dtype=torch.float64))
+    assert torch.allclose(out[2], torch.tensor([-1.0, math.exp(10) * 1e-6], dtype=torch.float64))  # below e^-10
+    assert torch.allclose(out[4], torch.tensor([-1.0, 0.0], dtype=torch.float64))
+
+
+def test_learned_gates_start_near_gradient_descent_and_meta_gradients_reach_lstm_and_initial_learner():
+    model, ep = tiny_learner(), tiny_tasks(1)[0]
+    torch.manual_seed(1)
+    meta = MetaLearnerLSTM().double()
+    start = dict(model.named_parameters())
+    fast = learn(model, meta, start, ep.support_x, ep.support_y, 3)
+    state = meta.initial_state(torch.cat([p.reshape(-1) for p in start.values()]))
+    forget = torch.sigmoid(meta.cell.b_forget.detach())  # bias in [4, 6]: f near 1; in [-5, -4]: i near 0.01
+    assert 0.98 < float(forget) < 1.0 and 0.006 < float(torch.sigmoid(meta.cell.b_input.detach())) < 0.02
+    assert state["theta"].shape[0] == sum(p.numel() for p in start.values())
+    loss = F.cross_entropy(call(model, fast, ep.query_x), ep.query_y)
+    loss.backward()
+    for name, p in [*model.named_parameters(), *meta.named_parameters()]:
+        if "convs" in name and "bias" in name:
+            continue  # conv biases before a batch-statistics norm have no effect
+        assert p.grad is not None and float(p.grad.abs().max()) > 0, name
+
+
+def test_the_meta_learner_is_fitted_state_and_survives_a_round_trip():
+    plugins = load_plugins()
+    ctx = RunContext(torch.device("cpu"), plugins=plugins)
+    data = synthetic_fit_data()
+    alg = MetaLSTM(meta_iterations=3, meta_batch=2, validate_every=0, filters=4, updates=2)
+    torch.manual_seed(0)
+    alg.fit(data, ctx)
+    info = alg.fit_info_
+    assert info["updates"] == 2 and "transductive" in info["batchnorm"] and info["seconds_per_meta_iteration"] > 0
+    tensors, meta = alg.fitted_state()
+    fresh = alg.clone()
+    fresh.init_fitted(data, ctx)
+    fresh.load_fitted_state(tensors, meta)
+    ep = tiny_tasks(1, torch.float32)[0]
+    torch.manual_seed(3)
+    a = alg.adapt(ep.support(), ctx).predict_proba(ep.query_x)
+    b = fresh.adapt(ep.support(), ctx).predict_proba(ep.query_x)
+    assert torch.equal(a, b)
+
+
+@parametrize_with_checks([MetaLSTM(meta_iterations=5, meta_batch=2, validate_every=0, filters=8, updates=3)])
+def test_conformance(algorithm, check):
+    check(algorithm)
