@@ -63,3 +63,11 @@ def test_meta_sgd_follows_the_paper_and_the_earlier_setting_is_a_named_variant()
         infos[name] = alg.fit(data, ctx).fit_info_
     assert infos["meta-sgd"]["deviations"] == [] and "uniform" in infos["meta-sgd"]["step_size_init"]
     assert len(infos["meta-sgd-maml"]["deviations"]) == 2
+
+
+def test_grouped_chunk_is_sized_from_the_measured_graph_of_one_task():
+    ctx = RunContext(torch.device("cpu"), plugins=load_plugins())
+    alg = MAML(meta_iterations=2, meta_batch=6, validate_every=0, strategy="grouped", max_memory_mb=2.5)
+    detail = alg.fit(synthetic_fit_data(), ctx).fit_info_["strategy_detail"]
+    assert detail["task_mb"] > 0 and detail["chunk_size"] == max(1, int(2.5 // detail["task_mb"]))
+    assert "max_memory_mb=2.5" in detail["reason"]
