@@ -132,7 +132,8 @@ class Driver:
     def _started(self, cell: "Cell") -> None:
         """Suite-level progress (cell i of N, ETA): a cell starts when it is handed to the executor."""
         if self._suite is not None:
-            self._suite.next_cell(f"{cell.algorithm} {cell.dataset.name} {cell.n_way}w{cell.k_shot}s seed {cell.seed}")
+            self._suite.next_cell(f"{cell.algorithm} {cell.dataset.display_label} {cell.n_way}w{cell.k_shot}s "
+                                  f"seed {cell.seed}")
 
     # -- outcomes -----------------------------------------------------------------------------------
     def _done(self, cell: "Cell", outcome: Outcome, summary: RunSummary) -> None:

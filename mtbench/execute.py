@@ -192,7 +192,8 @@ class CellRunner:
         check_rows(rows, cell)
         cls = type(alg)
         return {
-            "spec": {**cell.spec(), "kind": cls.kind, "device": str(self.device), "ci_formula": CI_FORMULA},
+            "spec": {**cell.spec(), "kind": cls.kind, "device": str(self.device), "ci_formula": CI_FORMULA,
+                     "dataset_label": cell.dataset.display_label},
             "dataset_info": splits.describe(),
             "train_dataset_info": self.dataset(cell.dataset.base).describe(),
             "algorithm": {"name": cls.name, "kind": cls.kind, "version": cls.code_version(),

@@ -26,6 +26,7 @@ params = { classes = [24, 8, 12], per_class = 8, image_size = 6, noise = 0.5 }
 
 [[datasets]]
 name = "synthetic"
+label = "noisy"
 params = { classes = [24, 8, 12], per_class = 8, image_size = 6, noise = 3.0 }
 
 [[protocols]]
@@ -54,7 +55,7 @@ def test_defect1_and_2_two_entries_of_one_plugin_and_two_seeds_end_to_end(tmp_pa
     assert csv.exit_code == 0, csv.output
     cells = pd.read_csv(io.StringIO(csv.stdout))
     assert len(cells) == 2  # one row per dataset entry, not one pooled row
-    assert sorted(cells["dataset_label"]) == ["synthetic (noise=0.5)", "synthetic (noise=3)"]
+    assert sorted(cells["dataset_label"]) == ["noisy", "synthetic"]  # the suite's label, recorded with the results
     assert set(cells["n_episodes"]) == {12} and set(cells["n_seeds"]) == {2} and set(cells["ci_kind"]) == {"seeds"}
 
 
