@@ -7,16 +7,21 @@ Two paths give the same numbers:
 
 * per episode: ``adapt(support)`` then ``predict_proba(query_x)`` on images, for every algorithm;
 * embed once: for algorithms that opt in (``Algorithm.embeds_once``), every test image an episode uses
-  is embedded once per fit, in large batches, and each episode indexes into those embeddings by row
+  is embedded once per fit, in batches, and each episode indexes into those embeddings by row
   (``adapt_embedded`` / ``predict_proba`` of embeddings). Its cost barely grows with the episode count.
+  The embeddings are kept for the next cell of the same fit (same fitted state, hyperparameters and test
+  split: other protocols of a suite), so a test image is embedded at most once per fit.
 
 ``adapt_ms`` times what is done per episode: on the embed-once path that excludes embedding, whose
-total is ``embed_s``; ``adapt_path`` in the timings says which path produced a result.
+total is ``embed_s`` (``embedded_images`` new ones, ``reused_embeddings`` from an earlier cell of the
+fit); ``adapt_path`` in the timings says which path produced a result.
 """
 from __future__ import annotations
 
 import hashlib
+import json
 import time
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -78,7 +83,9 @@ def _embed_once(alg: Algorithm, cell: "Cell", sampler: EpisodeSampler, ctx: RunC
         fingerprint.update(identity)
         drawn.append(rows)
     t0 = time.perf_counter()
-    z, position = embed_rows(alg, sampler.data, drawn, ctx, device, label)
+    store = _store_for(alg, sampler.data, device)
+    before = store.count
+    z, position = store.embed(alg, drawn, ctx, device, label)
     embed_s = time.perf_counter() - t0
     scorer = _Scorer(metrics)
     with ctx.progress(label, cell.n_episodes) as advance:
@@ -90,24 +97,79 @@ def _embed_once(alg: Algorithm, cell: "Cell", sampler: EpisodeSampler, ctx: RunC
             output = predictor.predict_proba(query_z)
             scorer.add(index, rows.query_y, output, _elapsed_ms(t1, device))
             advance(1)
-    extra = {"adapt_path": EMBED_ONCE, "embed_s": round(embed_s, 3), "embedded_images": int(len(z))}
+    used = int(torch.unique(torch.cat([torch.cat((r.support, r.query)) for r in drawn])).numel())
+    extra = {"adapt_path": EMBED_ONCE, "embed_s": round(embed_s, 3), "embedded_images": store.count - before,
+             "reused_embeddings": used - (store.count - before)}
     return scorer.rows, _info(fingerprint, cell, start, scorer, extra)
 
 
-def embed_rows(alg: Algorithm, data: Any, drawn: list[EpisodeRows], ctx: RunContext, device: torch.device,
-               label: str = "embed") -> tuple[torch.Tensor, torch.Tensor]:
-    """Embeddings of every row the episodes use, each once, and ``position[row]`` into them (-1: unused)."""
-    needed = torch.unique(torch.cat([torch.cat((r.support, r.query)) for r in drawn]))
-    position = torch.full((len(data.labels),), -1, dtype=torch.long)
-    position[needed] = torch.arange(len(needed))
-    chunks = needed.split(EMBED_BATCH)
-    parts = []
-    with ctx.progress(f"{label}: embed {len(needed)} test images", len(chunks)) as advance:
-        for chunk in chunks:
-            parts.append(alg.embed_images(data.as_float(chunk).to(device), ctx).detach())
-            advance(1)
-    z = torch.cat(parts)
-    return z, position.to(z.device)
+@dataclass(eq=False)
+class EmbeddingStore:
+    """Embeddings of one fit's images of one split, grown lazily: ``z[position[row]]`` (position -1: not yet)."""
+
+    key: str
+    data: Any  # the split (held, so that its identity cannot be reused by another object)
+    position: torch.Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.long))
+    z: torch.Tensor | None = None
+
+    @property
+    def count(self) -> int:
+        return 0 if self.z is None else len(self.z)
+
+    def embed(self, alg: Algorithm, drawn: list[EpisodeRows], ctx: RunContext, device: torch.device,
+              label: str = "embed") -> tuple[torch.Tensor, torch.Tensor]:
+        """Embed the rows the episodes use that are not embedded yet; returns (z, position) on z's device."""
+        if not len(self.position):
+            self.position = torch.full((len(self.data.labels),), -1, dtype=torch.long)
+        needed = torch.unique(torch.cat([torch.cat((r.support, r.query)) for r in drawn]))
+        missing = needed[self.position[needed] < 0]
+        chunks = missing.split(EMBED_BATCH)
+        parts = [] if self.z is None else [self.z]
+        with ctx.progress(f"{label}: embed {len(missing)} test images", len(chunks)) as advance:
+            for chunk in chunks:
+                parts.append(alg.embed_images(self.data.as_float(chunk).to(device), ctx).detach())
+                advance(1)
+        if len(missing):
+            self.position[missing] = torch.arange(self.count, self.count + len(missing))
+            self.z = torch.cat(parts)
+        assert self.z is not None
+        return self.z, self.position.to(self.z.device)
+
+
+_STORE: list[EmbeddingStore] = []  # the last fit's embeddings only: one fit is evaluated at a time
+
+
+def _store_for(alg: Algorithm, data: Any, device: torch.device) -> EmbeddingStore:
+    """The embeddings kept for this fit and split, or a new empty store (which replaces the kept one)."""
+    key = fit_identity(alg, device)
+    if key is not None and _STORE and _STORE[0].key == key and _STORE[0].data is data:
+        return _STORE[0]
+    store = EmbeddingStore(key or "", data)
+    _STORE[:] = [store] if key is not None else []
+    return store
+
+
+def forget_embeddings() -> None:
+    """Drop the kept embeddings (benchmarks time each evaluation from scratch)."""
+    _STORE.clear()
+
+
+def fit_identity(alg: Algorithm, device: torch.device) -> str | None:
+    """A hash of the fitted state, hyperparameters and class: equal only for fits that embed alike.
+
+    None when the algorithm cannot list its fitted state (its embeddings are then not kept).
+    """
+    try:
+        tensors, meta = alg.fitted_state()
+    except (TypeError, NotImplementedError):
+        return None
+    h = hashlib.sha256(f"{type(alg).__module__}.{type(alg).__qualname__} {device}".encode())
+    h.update(json.dumps([meta, alg.get_params()], sort_keys=True, default=str).encode())
+    for name in sorted(tensors):
+        t = tensors[name].detach()
+        h.update(f"{name} {t.dtype} {tuple(t.shape)}".encode())
+        h.update(t.cpu().contiguous().flatten().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 class _Scorer:

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from mtbench import FitData, RunContext
-from mtbench.evaluation import EMBED_ONCE, PER_EPISODE, evaluate
+from mtbench.evaluation import EMBED_ONCE, PER_EPISODE, evaluate, forget_embeddings
 from mtbench.runner import plan_cells
 
 N_EPISODES = 25
@@ -66,3 +66,20 @@ def test_finetuning_the_backbone_stays_on_the_per_episode_path(plugins, tmp_path
     assert not alg.embeds_once()
     _, info = evaluate(alg, cell, test, ctx, plugins, ctx.device)
     assert info["timings"]["adapt_path"] == PER_EPISODE and "embed_s" not in info["timings"]
+
+
+def test_cells_of_one_fit_share_embeddings_and_a_changed_fit_does_not(plugins, tmp_path):
+    ctx, one_shot, test, alg = fitted_cells(plugins, tmp_path, "linear-probe", 1)  # fit_key {}: one fit, both shots
+    (five_shot,) = plan_cells(plugins.suites.get("smoke"), plugins, algorithms=["linear-probe"],
+                              n_episodes=N_EPISODES, protocols=[(5, 5)])
+    forget_embeddings()
+    _, first = evaluate(alg, one_shot, test, ctx, plugins, ctx.device)
+    (slow_rows, _), (rows, second) = both_paths(plugins, ctx, five_shot, test, alg)
+    assert first["timings"]["reused_embeddings"] == 0 and second["timings"]["reused_embeddings"] > 0
+    assert first["timings"]["embedded_images"] + second["timings"]["embedded_images"] <= len(test.labels)
+    assert [r[:2] for r in rows] == [r[:2] for r in slow_rows]
+    assert all(r[2] == s[2] for r, s in zip(rows, slow_rows) if r[1] == "accuracy")
+    with torch.no_grad():
+        next(alg.encoder_.parameters()).add_(1.0)  # another fit: nothing may be reused
+    _, third = evaluate(alg, five_shot, test, ctx, plugins, ctx.device)
+    assert third["timings"]["reused_embeddings"] == 0

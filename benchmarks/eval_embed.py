@@ -1,0 +1,107 @@
+"""Evaluation cost with and without embed-once, on one fitted ProtoNet (issue 10 F).
+
+Setting: real Omniglot (Vinyals split, rotations as classes), 5-way 1-shot, 15 queries per class, test
+split; ProtoNet with the ``conv4`` backbone, trained briefly (``--train-episodes`` 20-way episodes): the
+cost of evaluation does not depend on how good the encoder is. In one process, on the same fitted model:
+
+* per-episode path (``adapt`` on images, what every algorithm gets) over ``--episodes`` (600);
+* embed-once path (``embeds_once``: each test image embedded once per fit, episodes index rows) over 600;
+* embed-once over ``--many`` (10,000) episodes.
+
+Both paths are timed through :func:`mtbench.evaluation.evaluate`, the function the runner calls, after a
+short warm-up of each. It prints the seconds, the two ratios the issue sets goals for (per-episode / embed-once
+at 600: several times; embed-once 10,000 / 600: at most 1.5) and whether the 600 per-episode accuracies are
+identical on both paths (NLL is not in the fewshot suite; tests/test_embed_once.py compares it).
+
+    MTBENCH_DATA=/path/to/datasets python benchmarks/eval_embed.py [--threads 2] [--train-episodes 300]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+
+from mtbench import FitData, RunContext
+from mtbench.evaluation import evaluate, forget_embeddings
+from mtbench.plugins import load_plugins
+from mtbench.runner import plan_cells
+
+
+def timed(alg, cell, test, ctx, plugins, embed_once: bool) -> tuple[float, list, dict]:
+    forget_embeddings()  # each evaluation from scratch: no embeddings kept from the previous one
+    start = time.perf_counter()
+    rows, info = evaluate(alg, cell, test, ctx, plugins, ctx.device, allow_embed_once=embed_once)
+    return time.perf_counter() - start, rows, info
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--episodes", type=int, default=600)
+    parser.add_argument("--many", type=int, default=10_000)
+    parser.add_argument("--train-episodes", type=int, default=300)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    data_dir = Path(os.environ.get("MTBENCH_DATA", Path(__file__).resolve().parents[2] / "shared" / "datasets"))
+    cache = Path(os.environ.get("MTBENCH_CACHE", Path.home() / ".cache" / "mtbench")) / "data"
+
+    plugins = load_plugins()
+    suite = plugins.suites.get("fewshot")
+    overrides = {"protonet": {"episodes": args.train_episodes, "train_way": 20, "validate_every": 0}}
+
+    def cell_for(n: int):
+        (cell,) = plan_cells(suite, plugins, algorithms=["protonet"], n_episodes=n, overrides=overrides,
+                             protocols=[(5, 1)])
+        return cell
+
+    cell = cell_for(args.episodes)
+    splits = plugins.datasets.get(cell.dataset.name)().set_params(**cell.dataset.params).load(data_dir, cache)
+    test = splits.split(cell.dataset.split, cell.dataset.name)
+    ctx = RunContext(device, cell.seed, cell.budget, None, plugins)
+    torch.manual_seed(cell.seed)
+    start = time.perf_counter()
+    alg = plugins.algorithms.get("protonet")().set_params(**cell.params)
+    alg.fit(FitData(splits.split("train", cell.dataset.name), splits.splits.get("val"), cell.target, cell.seed), ctx)
+    fit_s = time.perf_counter() - start
+
+    warm = cell_for(20)
+    for embed_once in (False, True):
+        timed(alg, warm, test, ctx, plugins, embed_once)
+
+    per_episode_s, rows, info = timed(alg, cell, test, ctx, plugins, embed_once=False)
+    once_s, once_rows, once_info = timed(alg, cell, test, ctx, plugins, embed_once=True)
+    many_s, _, many_info = timed(alg, cell_for(args.many), test, ctx, plugins, embed_once=True)
+
+    accuracy = [r[2] for r in rows if r[1] == "accuracy"]
+    identical = accuracy == [r[2] for r in once_rows if r[1] == "accuracy"] and info["digest"] == once_info["digest"]
+    summary = {
+        "setting": f"omniglot vinyals test split ({len(test.labels)} images), 5-way 1-shot 15-query, protonet conv4 "
+                   f"({args.train_episodes} training episodes, fit {fit_s:.1f} s), {args.threads} threads, {device}",
+        "per_episode_s": round(per_episode_s, 2), "embed_once_s": round(once_s, 2),
+        "embed_once_many_s": round(many_s, 2), "episodes": args.episodes, "many": args.many,
+        "speedup_at_episodes": round(per_episode_s / once_s, 2), "many_over_episodes": round(many_s / once_s, 2),
+        "embedded_images": once_info["timings"]["embedded_images"],
+        "embedded_images_many": many_info["timings"]["embedded_images"],
+        "embed_s": once_info["timings"]["embed_s"], "embed_s_many": many_info["timings"]["embed_s"],
+        "accuracy_mean": round(100 * sum(accuracy) / len(accuracy), 2), "identical_accuracies": identical,
+    }
+    print(f"{summary['setting']}")
+    print(f"per-episode path, {args.episodes} episodes: {per_episode_s:8.2f} s")
+    print(f"embed-once,       {args.episodes} episodes: {once_s:8.2f} s  ({summary['embedded_images']} images "
+          f"embedded in {summary['embed_s']} s)")
+    print(f"embed-once,     {args.many} episodes: {many_s:8.2f} s  ({summary['embedded_images_many']} images "
+          f"embedded in {summary['embed_s_many']} s)")
+    print(f"per-episode / embed-once at {args.episodes}: {summary['speedup_at_episodes']}x (goal: several times)")
+    print(f"embed-once {args.many} / {args.episodes}: {summary['many_over_episodes']}x (goal: at most 1.5x)")
+    print(f"accuracies identical on both paths: {identical} (mean {summary['accuracy_mean']}%)")
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()
