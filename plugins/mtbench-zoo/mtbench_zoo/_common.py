@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -104,6 +104,20 @@ def nearest_centroid_accuracy(encoder: nn.Module, data: FitData, ctx: RunContext
         ep = sampler[i].to(ctx.device)
         protos = class_means(embed(encoder, ep.support_x), ep.support_y, ep.n_way)
         pred = (-squared_distances(embed(encoder, ep.query_x), protos)).argmax(1)
+        correct += int((pred == ep.query_y).sum())
+        total += len(ep.query_y)
+    return correct / max(total, 1)
+
+
+def episode_accuracy(adapt: Callable[..., Any], data: FitData, ctx: RunContext, n_episodes: int) -> float:
+    """Meta-validation score of a learner's own predictor: query accuracy on val-split episodes of the target
+    protocol (``adapt(support, ctx)`` returns a predictor). Used to select settings on validation, never test."""
+    target = data.target
+    sampler = data.episodes(target.n_way, target.k_shot, target.n_query, split="val", seed_offset=7)
+    correct = total = 0
+    for i in range(n_episodes):
+        ep = sampler[i].to(ctx.device)
+        pred = adapt(ep.support(), ctx).predict_proba(ep.query_x).argmax(1)
         correct += int((pred == ep.query_y).sum())
         total += len(ep.query_y)
     return correct / max(total, 1)
