@@ -7,6 +7,7 @@ the nodes: a shared file system, or a single machine). Ray is an optional extra:
 """
 from __future__ import annotations
 
+import socket
 from typing import TYPE_CHECKING, Any, Iterable
 
 from ..errors import MtbenchError
@@ -27,6 +28,18 @@ def _execute_task(cell: "Cell", environment: "Environment", threads: int) -> "Ou
     return worker_runner(environment).outcome(cell)
 
 
+def reachable(address: str | None, timeout: float = 5.0) -> None:
+    """Fail fast (one line) when HOST:PORT does not answer: ``ray.init`` would retry for minutes."""
+    if not address or address == "auto" or "://" in address:
+        return
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except (OSError, ValueError) as exc:
+        raise MtbenchError(f"cannot connect to a Ray cluster at {address} ({exc}); start one with "
+                           f"`ray start --head --port PORT` or pass --address auto") from None
+
+
 class RayExecutor(Executor):
     name = "ray"
     description = "tasks on a Ray cluster (--address auto or HOST:PORT); pip install mtbench[ray]"
@@ -43,6 +56,7 @@ class RayExecutor(Executor):
             raise MtbenchError("--executor ray needs Ray: pip install 'mtbench[ray]'") from None
         from ..execute import Outcome
 
+        reachable(self.address)
         try:
             ray.init(address=self.address or "auto", log_to_driver=False, logging_level="ERROR",
                      configure_logging=False)
