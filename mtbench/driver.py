@@ -66,7 +66,8 @@ class Driver:
 
     def run(self, cells: list["Cell"], force: bool = False) -> RunSummary:
         summary = RunSummary()
-        cells = [self.local.stamp(cell) for cell in cells]  # code, device and data are part of each key
+        memo: dict[str, Any] = {}
+        cells = [self.local.stamp(cell, memo) for cell in cells]  # code, device and data are part of each key
         pending = []
         for cell in cells:
             if not force and self.store.has(cell.suite, cell.run_id):

@@ -110,14 +110,25 @@ class CellRunner:
         """The data's content fingerprint (see :meth:`mtbench.data.Dataset.fingerprint`)."""
         return self.plugins.datasets.get(entry.name)().set_params(**entry.params).fingerprint(self.env.data_dir)
 
-    def stamp(self, cell: "Cell") -> "Cell":
-        """The cell with what its keys must notice: code versions, device kind and the data's fingerprint."""
+    def stamp(self, cell: "Cell", memo: dict[str, Any] | None = None) -> "Cell":
+        """The cell with what its keys must notice: code versions, device kind and the data's fingerprint.
+
+        ``memo`` shares fingerprints and versions between the cells of one run (a folder is walked once).
+        """
+        memo = {} if memo is None else memo
+
+        def once(key: Any, make: Any) -> Any:
+            key = digest(key, 32)
+            if key not in memo:
+                memo[key] = make()
+            return memo[key]
         base = cell.dataset.base
-        fingerprints = {"test": self.fingerprint(cell.dataset)}
+        fingerprints = {"test": once(["data", cell.dataset.name, cell.dataset.params],
+                                     lambda: self.fingerprint(cell.dataset))}
         if cell.dataset.train is not None:
-            fingerprints["train"] = self.fingerprint(base)
-        versions = code_versions(self.plugins, cell.algorithm_name, cell.dataset.name, base.name,
-                                 cell.params.get("backbone"))
+            fingerprints["train"] = once(["data", base.name, base.params], lambda: self.fingerprint(base))
+        args = (cell.algorithm_name, cell.dataset.name, base.name, cell.params.get("backbone"))
+        versions = once(["code", *args], lambda: code_versions(self.plugins, *args))
         return replace(cell, device=self.device.type, code_versions=versions, data_fingerprint=fingerprints)
 
     def check(self, cell: "Cell") -> None:
