@@ -53,7 +53,7 @@ def test_set_overrides_a_hyperparameter(tmp_path):
 
 @pytest.mark.parametrize("args,expected", [
     (["run", "--suite", "fewshoot"], "unknown suite 'fewshoot'; did you mean fewshot?"),
-    (["run", "--suite", "smoke", "-a", "protonett"], "unknown algorithm 'protonett'; did you mean protonet?"),
+    (["run", "--suite", "smoke", "-a", "protonett"], "unknown algorithm 'protonett'; did you mean protonet"),
     (["run", "--suite", "smoke", "--budget", "huge"], "unknown budget 'huge'"),
     (["run", "--suite", "smoke", "--set", "protonet.epsiodes=3"], "has no parameter 'epsiodes'; did you mean episodes"),
     (["run", "--suite", "smoke", "--set", "protonet"], "must look like ALGORITHM.PARAM=VALUE"),

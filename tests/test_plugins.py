@@ -121,7 +121,7 @@ def test_block_list_removes_a_plugin(monkeypatch):
 
 
 def test_unknown_name_lists_close_matches(plugins):
-    with pytest.raises(UnknownNameError, match=r"unknown algorithm 'protonett'; did you mean protonet\?"):
+    with pytest.raises(UnknownNameError, match=r"unknown algorithm 'protonett'; did you mean protonet\b"):
         plugins.algorithms.get("protonett")
 
 
