@@ -328,7 +328,8 @@ def compare(
         failed = result.failures(threshold[1])
         for row in failed.to_dict("records"):
             who = row.get("experiment") or f"{row['a']} vs {row['b']}"
-            err.print(f"worse: {row['dataset']} {row['protocol']} {who}: {row['diff_mean'] * result.scale:+.{result.digits}f} "
+            change = f"{row['diff_mean'] * result.scale:+.{result.digits + 1}f}"
+            err.print(f"worse: {row['dataset']} {row['protocol']} {who}: {change} "
                       f"(p Holm {row['p_holm']:.2g}), beyond {threshold[1]:g}", highlight=False, soft_wrap=True)
         if len(failed):
             raise typer.Exit(1)
