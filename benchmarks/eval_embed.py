@@ -13,6 +13,11 @@ short warm-up of each. It prints the seconds, the two ratios the issue sets goal
 at 600: several times; embed-once 10,000 / 600: at most 1.5) and whether the 600 per-episode accuracies are
 identical on both paths (NLL is not in the fewshot suite; tests/test_embed_once.py compares it).
 
+With ``--suite`` it also times the fewshot suite's three protocols (5-way 1-shot, 5-way 5-shot, 20-way 1-shot,
+600 episodes each) on the same fit, one after another as the runner does: the per-episode path against
+embed-once, which keeps the fit's embeddings from one protocol to the next (each test image embedded at most
+once per fit).
+
     MTBENCH_DATA=/path/to/datasets python benchmarks/eval_embed.py [--threads 2] [--train-episodes 300]
 """
 from __future__ import annotations
@@ -45,6 +50,7 @@ def main() -> None:
     parser.add_argument("--train-episodes", type=int, default=300)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--suite", action="store_true", help="also time the suite's three protocols on this fit")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -55,9 +61,9 @@ def main() -> None:
     suite = plugins.suites.get("fewshot")
     overrides = {"protonet": {"episodes": args.train_episodes, "train_way": 20, "validate_every": 0}}
 
-    def cell_for(n: int):
+    def cell_for(n: int, protocol: tuple[int, int] = (5, 1)):
         (cell,) = plan_cells(suite, plugins, algorithms=["protonet"], n_episodes=n, overrides=overrides,
-                             protocols=[(5, 1)])
+                             protocols=[protocol])
         return cell
 
     cell = cell_for(args.episodes)
@@ -100,7 +106,30 @@ def main() -> None:
     print(f"per-episode / embed-once at {args.episodes}: {summary['speedup_at_episodes']}x (goal: several times)")
     print(f"embed-once {args.many} / {args.episodes}: {summary['many_over_episodes']}x (goal: at most 1.5x)")
     print(f"accuracies identical on both paths: {identical} (mean {summary['accuracy_mean']}%)")
+    if args.suite:
+        summary.update(suite_timings(alg, [cell_for(args.episodes, p) for p in ((5, 1), (5, 5), (20, 1))], test, ctx,
+                                     plugins))
     print(json.dumps(summary))
+
+
+def suite_timings(alg, cells, test, ctx, plugins) -> dict:
+    """Per-episode vs embed-once over several cells of one fit (embeddings kept between cells)."""
+    per_episode = [timed(alg, cell, test, ctx, plugins, embed_once=False)[0] for cell in cells]
+    forget_embeddings()
+    once, embedded = [], []
+    for cell in cells:
+        start = time.perf_counter()
+        _, info = evaluate(alg, cell, test, ctx, plugins, ctx.device)
+        once.append(time.perf_counter() - start)
+        embedded.append(info["timings"]["embedded_images"])
+    names = [f"{c.n_way}w{c.k_shot}s" for c in cells]
+    for name, slow, fast, n in zip(names, per_episode, once, embedded):
+        print(f"suite cell {name}: per-episode {slow:7.2f} s, embed-once {fast:6.2f} s ({n} new images embedded)")
+    print(f"suite, {len(cells)} cells of one fit: per-episode {sum(per_episode):.2f} s, embed-once {sum(once):.2f} s "
+          f"({sum(per_episode) / sum(once):.2f}x)")
+    return {"suite_cells": names, "suite_per_episode_s": [round(t, 2) for t in per_episode],
+            "suite_embed_once_s": [round(t, 2) for t in once], "suite_embedded_images": embedded,
+            "suite_speedup": round(sum(per_episode) / sum(once), 2)}
 
 
 if __name__ == "__main__":

@@ -88,7 +88,8 @@ def _embed_once(alg: Algorithm, cell: "Cell", sampler: EpisodeSampler, ctx: RunC
     t0 = time.perf_counter()
     store = _store_for(alg, sampler.data, device)
     before = store.count
-    z, position = store.embed(alg, drawn, ctx, device, label)
+    needed = torch.unique(torch.cat([torch.cat((r.support, r.query)) for r in drawn]))
+    z, position = store.embed(alg, needed, ctx, device, label)
     embed_s = time.perf_counter() - t0
     scorer = _Scorer(metrics)
     with ctx.progress(label, cell.n_episodes) as advance:
@@ -100,9 +101,8 @@ def _embed_once(alg: Algorithm, cell: "Cell", sampler: EpisodeSampler, ctx: RunC
             output = predictor.predict_proba(query_z)
             scorer.add(index, rows.query_y, output, _elapsed_ms(t1, device))
             advance(1)
-    used = int(torch.unique(torch.cat([torch.cat((r.support, r.query)) for r in drawn])).numel())
     extra = {"adapt_path": EMBED_ONCE, "embed_s": round(embed_s, 3), "embedded_images": store.count - before,
-             "reused_embeddings": used - (store.count - before)}
+             "reused_embeddings": len(needed) - (store.count - before)}
     return scorer.rows, _info(fingerprint, cell, start, scorer, extra)
 
 
@@ -119,12 +119,11 @@ class EmbeddingStore:
     def count(self) -> int:
         return 0 if self.z is None else len(self.z)
 
-    def embed(self, alg: Algorithm, drawn: list[EpisodeRows], ctx: RunContext, device: torch.device,
+    def embed(self, alg: Algorithm, needed: torch.Tensor, ctx: RunContext, device: torch.device,
               label: str = "embed") -> tuple[torch.Tensor, torch.Tensor]:
-        """Embed the rows the episodes use that are not embedded yet; returns (z, position) on z's device."""
+        """Embed the ``needed`` rows not embedded yet; returns (z, position) on z's device."""
         if not len(self.position):
             self.position = torch.full((len(self.data.labels),), -1, dtype=torch.long)
-        needed = torch.unique(torch.cat([torch.cat((r.support, r.query)) for r in drawn]))
         missing = needed[self.position[needed] < 0]
         chunks = missing.split(EMBED_BATCH.get(device.type, EMBED_BATCH_DEFAULT))
         parts = [] if self.z is None else [self.z]
