@@ -58,11 +58,14 @@ def transductive_mode(run: Mapping[str, Any]) -> bool:
     ``bn="support"`` is not transductive although MAML's usual mode is), so it wins over the class tag.
     """
     text = str((run.get("fit_info") or {}).get("batchnorm") or "").lower()
-    if text:
-        if "non-transductive" in text or "support set" in text or "running statistics" in text:
-            return False
-        if "transductive" in text or "batch statistics" in text:
-            return True
+    if "non-transductive" in text:  # an explicit word wins over the description of the statistics
+        return False
+    if "transductive" in text:
+        return True
+    if "running statistics at test" in text or "support set" in text or "frozen" in text:
+        return False
+    if "batch statistics" in text:
+        return True
     return bool(((run.get("algorithm") or {}).get("tags") or {}).get("transductive", False))
 
 

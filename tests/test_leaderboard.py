@@ -104,6 +104,19 @@ def test_defect3_direction_decides_best_and_order():
     assert b.higher_is_better is False
 
 
+@pytest.mark.parametrize("text,tag,expected", [
+    ("batch statistics of the batch the learner sees: the support set at every update, the query set together at "
+     "prediction; no running averages, in training and at test (transductive)", False, True),
+    ("batch statistics in the meta stage; running statistics at test", True, False),
+    ("running statistics (frozen) during adaptation and test", True, False),
+    ("batch statistics of each minibatch", False, True),
+    (None, True, True), (None, False, False)])
+def test_transductive_mode_reads_the_recorded_batchnorm_text_before_the_tag(text, tag, expected):
+    from mtbench.frame import transductive_mode
+
+    assert transductive_mode(make_run("a", [1.0], transductive=tag, batchnorm=text)) is expected
+
+
 def test_defect7_rows_of_one_algorithm_show_the_settings_that_differ():
     runs = [make_run("meta-sgd", [0.9, 0.8], params={"meta_iterations": 1500, "lr": 0.1}),
             make_run("meta-sgd", [0.7, 0.8], params={"meta_iterations": 3000, "lr": 0.1}),
