@@ -145,7 +145,7 @@ class Driver:
                     {"worker": outcome.worker} if outcome.worker else {})}
                 try:
                     path = self.store.save(cell.suite, cell.run_id, {**outcome.payload, "environment": environment})
-                except ValueError as exc:  # e.g. a non-finite number somewhere in the payload
+                except (ValueError, OSError) as exc:  # a non-finite number in the payload; a full disk
                     outcome = Outcome.failure(exc)
                 else:
                     failure.unlink(missing_ok=True)
@@ -153,8 +153,11 @@ class Driver:
                     if self.on_result:
                         self.on_result(path)
             if outcome.payload is None or outcome.error:
-                failure.parent.mkdir(parents=True, exist_ok=True)
-                failure.write_text(f"{cell.run_id}\n{outcome.error}\n\n{outcome.traceback}")
+                try:
+                    failure.parent.mkdir(parents=True, exist_ok=True)
+                    failure.write_text(f"{cell.run_id}\n{outcome.error}\n\n{outcome.traceback}")
+                except OSError:  # the failure is still reported and listed at the end
+                    pass
                 summary.failed.append((cell.run_id, outcome.error))
                 if self.on_failure:
                     self.on_failure(f"failed {cell.run_id}: {outcome.error} (traceback in {failure})")

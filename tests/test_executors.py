@@ -252,3 +252,18 @@ def test_execute_is_pure(tmp_path, plugins):
     payload = execute(cell, env)
     assert len(payload["rows"]) == 2 * 2 and payload["spec"]["code_versions"]["core"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cache"]  # the fit cache only
+
+
+def test_a_full_disk_while_storing_fails_the_cell_not_the_run(tmp_path, monkeypatch):
+    from mtbench.results import ResultStore
+
+    original = ResultStore.save
+
+    def full(self, suite, run_id, payload):
+        if "5w5s" in run_id:
+            raise OSError(28, "No space left on device")
+        return original(self, suite, run_id, payload)
+    monkeypatch.setattr(ResultStore, "save", full)
+    ran = invoke("run", *TINY, "-a", "protonet", "--results-dir", str(tmp_path))
+    assert ran.exit_code == 1 and "No space left on device" in ran.stderr
+    assert len(rows_by_cell(tmp_path)) == 1

@@ -10,6 +10,7 @@ same seeds, and each cell seeds its own randomness.
 from __future__ import annotations
 
 import multiprocessing as mp
+import signal
 from multiprocessing.connection import Connection, wait
 from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
 
 def _worker(environment: "Environment", conn: Connection, threads: int) -> None:
     """A worker's loop: receive a cell, send back its outcome, until told to stop (None)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's: it stops the workers and keeps results
     torch.set_num_threads(threads)
     from ..execute import worker_runner
 
