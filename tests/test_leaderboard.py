@@ -92,6 +92,20 @@ def test_defect2_seeds_are_a_level_not_more_episodes():
     assert any("several seeds" in n for n in board(runs).notes)
 
 
+def test_several_seeds_pair_on_each_episodes_mean_over_the_shared_seeds():
+    rng = np.random.default_rng(5)
+    a = [rng.uniform(0.6, 1.0, 50) for _ in range(3)]
+    b = [x - rng.uniform(0.0, 0.05, 50) for x in a]  # same episodes per seed (same digests), a bit worse
+    runs = [make_run(name, v, seed=s) for name, vs in (("a", a), ("b", b)) for s, v in enumerate(vs)]
+    runs.append(make_run("b", rng.uniform(0, 1, 50), seed=7))  # a seed "a" does not have: left out of the pairing
+    row = board(runs).cells.set_index("experiment").loc["b"]
+    x, y = np.mean(b, axis=0), np.mean(a, axis=0)
+    assert row["p_wilcoxon"] == pytest.approx(sps.wilcoxon(np.round(x - y, 6)).pvalue)
+    assert row["p_ttest"] == pytest.approx(sps.ttest_rel(x, y).pvalue)
+    assert row["diff_mean"] == pytest.approx(np.mean(x - y)) and "shared seeds [0, 1, 2]" in row["paired_note"]
+    assert row["n_seeds"] == 4
+
+
 def test_defect3_direction_decides_best_and_order():
     rng = np.random.default_rng(1)
     good = make_run("good", rng.uniform(0.0, 0.2, 50), metric="mse", n_way=1, k_shot=5)
