@@ -64,9 +64,10 @@ def test_defect4_the_suite_metric_is_the_default_and_no_results_exit_1(tmp_path)
     board = invoke("leaderboard", "--results-dir", str(regression), "--suite", "regression", "--format", "csv")
     assert board.exit_code == 0, board.output
     cells = pd.read_csv(io.StringIO(board.stdout))
-    assert len(cells) == 18  # 9 experiments x 2 protocols, in MSE (the suite's metric), not "(no results)"
-    best = cells[cells["best"]].set_index("protocol")
-    assert best.loc["1w5s", "experiment"] == "maml-l2sp-10-steps"  # lowest MSE, not the highest
+    assert len(cells) >= 18  # 9 experiments x 2 protocols (at least), in MSE (the suite's metric)
+    for _, rows in cells.groupby("protocol"):  # the best is the lowest MSE, not the highest
+        assert rows[rows["best"]]["mean"].item() == rows["mean"].min()
+        assert rows.sort_values("mean")["rank"].is_monotonic_increasing
     for args, message in [((str(tmp_path / "missing"),), "does not exist"),
                           ((str(tmp_path),), "no results in"),
                           ((str(regression), "--metric", "accuracy"), "no 'accuracy' results")]:
