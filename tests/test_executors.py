@@ -60,20 +60,20 @@ class Predictor:
     def predict_proba(self, x):
         return torch.full((len(x), self.n_way), 1.0 / self.n_way)
 '''
-FAULTY = PLUGIN_HEAD + '''
-MARKER = {marker!r}
+PLUGIN = PLUGIN_HEAD + '''
+LOG = {log!r}
 
 
-class Faulty(Algorithm):
-    """Fits instantly; with the marker file present, 5-shot cells {how}."""
-    name = "faulty"
+class Scripted(Algorithm):
+    """Fits in {sleep} s, logging each fit; {before}"""
+    name = {name!r}
     kind = "baseline"
 
     def fit(self, data, ctx):
-        if data.target.k_shot == 5 and os.path.exists(MARKER):
-            {action}
-        with open(MARKER + ".fits", "a") as fh:
+        {before}
+        with open(LOG, "a") as fh:
             fh.write(f"{{data.target.n_way}}w{{data.target.k_shot}}s {{os.getpid()}}\\n")
+        time.sleep({sleep})
         return self
 
     def adapt(self, support, ctx):
@@ -82,21 +82,22 @@ class Faulty(Algorithm):
 
 @hookimpl
 def register_algorithms(register):
-    register(Faulty)
+    register(Scripted)
 '''
 
 
-def faulty_plugin(tmp_path: Path, monkeypatch, action: str, how: str) -> Path:
+def faulty_plugin(tmp_path: Path, monkeypatch, action: str) -> tuple[Path, str]:
     marker = tmp_path / "marker"
     marker.write_text("on")
     module = f"faulty_{abs(hash(action)) % 10_000}"
-    (tmp_path / f"{module}.py").write_text(FAULTY.format(marker=str(marker), action=action, how=how))
+    before = f"if data.target.k_shot == 5 and os.path.exists({str(marker)!r}): {action}"
+    (tmp_path / f"{module}.py").write_text(PLUGIN.format(log=f"{marker}.fits", name="faulty", before=before, sleep=0))
     monkeypatch.syspath_prepend(str(tmp_path))
     return marker, module
 
 
 def test_a_failing_cell_is_one_line_and_the_others_go_on(tmp_path, monkeypatch):
-    marker, module = faulty_plugin(tmp_path, monkeypatch, "raise RuntimeError('boom in fit')", "raise")
+    marker, module = faulty_plugin(tmp_path, monkeypatch, "raise RuntimeError('boom in fit')")
     results = tmp_path / "results"
     args = ("run", *TINY, "-a", "faulty", "-a", "protonet", "--plugin", module, "--results-dir", str(results))
     ran = invoke(*args)
@@ -114,7 +115,7 @@ def test_a_failing_cell_is_one_line_and_the_others_go_on(tmp_path, monkeypatch):
 
 
 def test_a_worker_killed_mid_cell_loses_only_that_cell(tmp_path, monkeypatch):
-    marker, module = faulty_plugin(tmp_path, monkeypatch, "os.kill(os.getpid(), 9)", "kill their worker")
+    marker, module = faulty_plugin(tmp_path, monkeypatch, "os.kill(os.getpid(), 9)")
     results = tmp_path / "results"
     args = ("run", *TINY, "-a", "faulty", "-a", "protonet", "--plugin", module, "--executor", "processes",
             "--jobs", "2", "--results-dir", str(results))
@@ -128,30 +129,6 @@ def test_a_worker_killed_mid_cell_loses_only_that_cell(tmp_path, monkeypatch):
     assert again.exit_code == 0 and "1 cells run, 3 already done" in again.stderr, again.output
 
 
-SLOW = PLUGIN_HEAD + '''
-LOG = {log!r}
-
-
-class Slow(Algorithm):
-    name = "slow"
-    kind = "baseline"
-
-    def fit(self, data, ctx):
-        with open(LOG, "a") as fh:
-            fh.write(f"{{data.target.n_way}}w{{data.target.k_shot}}s {{os.getpid()}}\\n")
-        time.sleep(1.5)
-        return self
-
-    def adapt(self, support, ctx):
-        return Predictor(support.n_way)
-
-
-@hookimpl
-def register_algorithms(register):
-    register(Slow)
-'''
-
-
 def mtbench_process(tmp_path: Path, results: Path, *extra: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]),
            "OMP_NUM_THREADS": "1"}
@@ -162,7 +139,7 @@ def mtbench_process(tmp_path: Path, results: Path, *extra: str) -> subprocess.Po
 
 def test_two_runs_over_one_folder_never_train_a_cell_twice(tmp_path):
     log = tmp_path / "fits.log"
-    (tmp_path / "slow_plugin.py").write_text(SLOW.format(log=str(log)))
+    (tmp_path / "slow_plugin.py").write_text(PLUGIN.format(log=str(log), name="slow", before="pass", sleep=1.5))
     results = tmp_path / "results"
     runs = [mtbench_process(tmp_path, results) for _ in range(2)]
     outputs = [run.communicate(timeout=120) for run in runs]
@@ -175,7 +152,7 @@ def test_two_runs_over_one_folder_never_train_a_cell_twice(tmp_path):
 def test_a_cell_lock_dies_with_its_holder(tmp_path):
     """kill -9 of a run holding a cell's lock frees it: the next run trains the cell instead of waiting."""
     log = tmp_path / "fits.log"
-    (tmp_path / "slow_plugin.py").write_text(SLOW.format(log=str(log)))
+    (tmp_path / "slow_plugin.py").write_text(PLUGIN.format(log=str(log), name="slow", before="pass", sleep=1.5))
     results = tmp_path / "results"
     holder = mtbench_process(tmp_path, results, "--protocol", "5w1s")
     deadline = time.monotonic() + 60
