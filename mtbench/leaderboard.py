@@ -460,7 +460,8 @@ def _notes(frame: pd.DataFrame, metric: Metric, superseded: int, friedman: dict 
     notes.append(f"Marks: {MARKS['best']} best of its cell; {MARKS['tied']} not significantly worse than the best "
                  f"(paired on the same episodes, Wilcoxon signed-rank, Holm-corrected across the table, "
                  f"alpha {stats.ALPHA}); no mark: significantly worse; {MARKS['unpaired']} the episodes differ, so "
-                 "Welch's unpaired t-test decided. Ranks: the best and every row not significantly worse share rank 1, and so on.")
+                 "Welch's unpaired t-test decided. Ranks: the best and the rows after it, up to the first "
+                 "significantly worse one, share rank 1, and so on.")
     if (frame["transductive"]).any():
         notes.append("transductive = yes: queries of an episode are normalised together (batch statistics), "
                      "so each prediction sees the other queries.")

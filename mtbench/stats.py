@@ -107,14 +107,20 @@ def tied_ranks(order: Sequence[Hashable], worse: Callable[[Hashable, list], set]
     ``order`` lists the rows best first; ``worse(leader, others)`` returns those of ``others`` that are
     significantly worse than ``leader`` (one call per round, so a round's tests can be corrected
     together). The leader of the rows still unranked takes the next rank (competition ranking: 1, 1, 3)
-    together with every unranked row not significantly worse than it.
+    together with the rows after it, in order, up to the first one significantly worse: a row never
+    ranks above a row with a better mean (significance is not transitive: a noisy row far down can be
+    "not significantly worse" than a leader that rows between them are worse than).
     """
     ranks: dict[Hashable, int] = {}
     remaining = list(order)
     while remaining:
         leader, others = remaining[0], remaining[1:]
         beaten = worse(leader, others) if others else set()
-        group = [leader] + [r for r in others if r not in beaten]
+        group = [leader]
+        for r in others:
+            if r in beaten:
+                break
+            group.append(r)
         rank = len(ranks) + 1
         for r in group:
             ranks[r] = rank

@@ -69,6 +69,9 @@ def test_tied_ranks_meta_dataset_style():
     worse_than = {"a": {"c", "d", "e"}, "c": {"d"}}
     ranks = stats.tied_ranks(["a", "b", "c", "e", "d"], lambda leader, others: worse_than.get(leader, set()) & set(others))
     assert ranks == {"a": 1, "b": 1, "c": 3, "e": 3, "d": 5}
+    # ranks follow the order: "z" is not significantly worse than "x" (noisy), but "y" above it is
+    ranks = stats.tied_ranks(["x", "y", "z"], lambda leader, others: {"y"} if leader == "x" else set())
+    assert ranks == {"x": 1, "y": 2, "z": 2}
 
 
 def test_nemenyi_critical_difference_matches_demsar_table():
