@@ -13,11 +13,13 @@ import json
 import math
 import time
 import traceback
+from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
+from filelock import FileLock
 
 from .algorithm import Algorithm, FitData
 from .context import RunContext
@@ -51,7 +53,8 @@ class Environment:
     data_cache: Path = Path(".")
     plugin_modules: tuple[str, ...] = ()  # what a worker loads to see the driver's plugins
     blocked: tuple[str, ...] = ()
-    retrain: bool = False  # ignore cached fits and artifacts (fit again, then store the new fit)
+    retrain: bool = False  # ignore fits cached before this run and cached artifacts (fit again, store the new fit)
+    created: float = field(default_factory=time.time)  # when the run started: fits cached since are this run's
 
     @property
     def torch_device(self) -> torch.device:
@@ -182,12 +185,17 @@ class CellRunner:
             return {"algorithm": alg, "fit_s": time.perf_counter() - start}
 
         memo = digest(key, 32)
-        in_memory = memo in self._fits and not retrain
+        in_memory = memo in self._fits  # fitted by this process in this run
         if not in_memory:  # one fit in memory at a time; earlier fits are reloaded from disk
             fits = None if self.env.cache_dir is None else Path(self.env.cache_dir) / "fits"
-            if retrain and fits is not None:
-                cache_path(fits, key, "fit").unlink(missing_ok=True)  # --retrain: the stored fit is replaced
-            self._fits = {memo: cached_fit(fits, key, alg, data, ctx, make)}
+            path = None if fits is None else cache_path(fits, key, "fit")
+            if path is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            # Cells sharing a fit in other workers or runs wait for it instead of training it again.
+            with FileLock(f"{path}.lock", thread_local=False) if path is not None else nullcontext():
+                if retrain and path is not None and path.exists() and path.stat().st_mtime < self.env.created:
+                    path.unlink()  # --retrain: a fit stored before this run is replaced
+                self._fits = {memo: cached_fit(fits, key, alg, data, ctx, make)}
         stored, cached = self._fits[memo]
         cached = cached or in_memory
         stored = {**stored, "algorithm": copy.deepcopy(stored["algorithm"])}

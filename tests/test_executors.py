@@ -244,3 +244,23 @@ def test_a_full_disk_while_storing_fails_the_cell_not_the_run(tmp_path, monkeypa
     ran = invoke("run", *TINY, "-a", "protonet", "--results-dir", str(tmp_path))
     assert ran.exit_code == 1 and "No space left on device" in ran.stderr
     assert len(rows_by_cell(tmp_path)) == 1
+
+
+def test_retrain_fits_once_per_run_even_across_workers(tmp_path, plugins):
+    """--retrain replaces fits stored before the run; a fit stored during the run (another worker, a variant
+    sharing it) is used, so variants of one fit are not retrained once each."""
+    from mtbench.execute import CellRunner, Environment
+    from mtbench.runner import plan_cells
+
+    cell = plan_cells(plugins.suites.get("smoke"), plugins, algorithms=["protonet"], n_episodes=2,
+                      overrides={"protonet": {"episodes": 3}})[0]
+
+    def fit_reused(env):
+        runner = CellRunner(plugins, env)
+        return runner.execute(runner.stamp(cell))["timings"]["fit_reused"]
+    folders = (None, tmp_path / "cache", tmp_path / "data-cache")
+    assert not fit_reused(Environment("cpu", *folders))
+    assert fit_reused(Environment("cpu", *folders))
+    retrain = Environment("cpu", *folders, retrain=True)
+    assert not fit_reused(retrain)  # the old fit is replaced...
+    assert fit_reused(retrain)  # ...and the new one serves the rest of the run
