@@ -125,6 +125,23 @@ def test_truncated_and_foreign_cache_files_are_recomputed(first_run, capfd):
     assert all(p["timings"]["fit_reused"] for p in smoke_run(plugins, results).values())  # overwritten, usable
 
 
+def test_a_stored_fit_that_does_not_match_the_architecture_is_refitted(first_run, capfd):
+    from safetensors import safe_open
+    plugins, results, first = first_run
+    fits = [f for f in cache_files(results) if f.parent.name == "fits"]
+    for path in fits:  # right key and format, tensors of the wrong shapes (e.g. a backbone changed in place)
+        with safe_open(str(path), "pt") as f:
+            header = json.loads(f.metadata()["mtbench"])
+            names = list(f.keys())
+        save_state(path, json.loads(header["key"]), {name: torch.zeros(3) for name in names}, header["meta"])
+    capfd.readouterr()
+    again = smoke_run(plugins, results)
+    err = capfd.readouterr().err
+    assert metric_rows(again) == metric_rows(first)
+    assert err.count("ignoring cached fit") == len(fits), err
+    assert all(not p["timings"]["fit_reused"] for p in again.values())
+
+
 @pytest.mark.parametrize("name", SMOKE)
 def test_round_trip_of_the_built_in_fits(plugins, name):
     suite = plugins.suites.get("smoke")
