@@ -20,6 +20,11 @@ def test_attention_rows_sum_to_one_and_follow_cosine_order():
     torch.testing.assert_close(attention(query, support * (torch.rand(10, 1, generator=gen) * 5 + 0.1)), attn)
     cos = torch.nn.functional.cosine_similarity(query[:, None], support[None], dim=2)
     assert torch.equal(attn.argsort(1), cos.argsort(1))
+    # a temperature sharpens the same distribution; as it goes to 0 the softmax becomes the argmax kernel
+    sharp = attention(query, support, temperature=0.1)
+    torch.testing.assert_close(sharp.sum(1), torch.ones(7))
+    assert (sharp.max(1).values > attn.max(1).values).all() and torch.equal(sharp.argmax(1), attn.argmax(1))
+    torch.testing.assert_close(attention(query, support, temperature=1e-4), attention(query, support, "argmax"))
     probs = label_distribution(attn, torch.arange(10) % 5, 5)
     torch.testing.assert_close(probs.sum(1), torch.ones(7))
     torch.testing.assert_close(probs[:, 0], attn[:, 0] + attn[:, 5])

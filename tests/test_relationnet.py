@@ -61,6 +61,11 @@ def test_relation_scores_pair_every_class_with_every_query():
         one = relation(torch.cat([classes[3], queries[6]])[None])
     assert scores.shape == (7, 5) and ((scores > 0) & (scores < 1)).all()
     torch.testing.assert_close(scores[6, 3], one[0])
+    # the split first convolution equals scoring every explicitly concatenated pair, in training mode too
+    # (BatchNorm then normalises over the same n_query * n_way pairs)
+    pairs = torch.cat([classes[None].expand(7, -1, -1, -1, -1), queries[:, None].expand(-1, 5, -1, -1, -1)], 2)
+    relation.train()
+    torch.testing.assert_close(relation_scores(relation, classes, queries), relation(pairs.flatten(0, 1)).view(7, 5))
 
 
 def test_paper_embedding_and_relation_shapes():

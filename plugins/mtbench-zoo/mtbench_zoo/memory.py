@@ -121,7 +121,8 @@ class Memory(FrozenEmbedding, Algorithm):
                    "validate_every": ">= 0", "val_episodes": ">= 1"}
     budgets = {
         # Sized for a few minutes on 2 CPU cores (see fit_info's deviations).
-        "quick": {"episodes": 2000},
+        # quick: 20-way training episodes (as ProtoNet's quick profile), recorded as a deviation.
+        "quick": {"episodes": 1500, "train_way": 20},
         "standard": {"episodes": 20_000},
         "paper": {"episodes": 100_000},
     }

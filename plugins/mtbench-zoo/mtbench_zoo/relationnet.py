@@ -70,15 +70,26 @@ class RelationModule(nn.Module):
         self.fc2 = nn.Linear(hidden, 1)
 
     def forward(self, pairs: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.fc2(F.relu(self.fc1(self.convs(pairs).flatten(1))))).squeeze(1)
+        """Scores of concatenated (class, query) maps [n, 2c, h, w]."""
+        return self._head(self.convs[0][1:](self.convs[0][0](pairs)))
+
+    def _head(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.fc2(F.relu(self.fc1(self.convs[1:](x).flatten(1))))).squeeze(1)
+
+    def score_all_pairs(self, class_maps: torch.Tensor, query_maps: torch.Tensor) -> torch.Tensor:
+        """r[q, j] = forward(concat(class_j, query_q)) for every pair, [n_query, n_way], without building the pairs:
+        the first convolution is linear in its input, so conv(concat(a, b)) = conv_a(a) + conv_b(b) with the
+        weight split by input channel. Each class and each query is convolved once, not once per pair."""
+        conv, c = self.convs[0][0], class_maps.shape[1]
+        a = F.conv2d(class_maps, conv.weight[:, :c], conv.bias, padding=conv.padding)
+        b = F.conv2d(query_maps, conv.weight[:, c:], None, padding=conv.padding)
+        x = (b[:, None] + a[None]).flatten(0, 1)
+        return self._head(self.convs[0][1:](x)).view(len(query_maps), len(class_maps))
 
 
 def relation_scores(relation: RelationModule, class_maps: torch.Tensor, query_maps: torch.Tensor) -> torch.Tensor:
     """r[q, j] = g_phi(concat(class_j, query_q)) for every pair: [n_query, n_way]."""
-    n_query, n_way = len(query_maps), len(class_maps)
-    pairs = torch.cat([class_maps[None].expand(n_query, *class_maps.shape),
-                       query_maps[:, None].expand(n_query, n_way, *query_maps.shape[1:])], 2)
-    return relation(pairs.flatten(0, 1)).view(n_query, n_way)
+    return relation.score_all_pairs(class_maps, query_maps)
 
 
 def class_sums(z: torch.Tensor, y: torch.Tensor, n_way: int) -> torch.Tensor:
@@ -118,7 +129,7 @@ class RelationNet(FrozenEmbedding, Algorithm):
                    "grad_clip": ">= 0", "relation_hidden": ">= 1", "validate_every": ">= 0", "val_episodes": ">= 1"}
     budgets = {
         # Sized for a few minutes on 2 CPU cores (see fit_info's deviations for what that costs).
-        "quick": {"episodes": 2000, "train_query": 5},
+        "quick": {"episodes": 3000, "train_query": 5},
         "standard": {"episodes": 20_000},
         "paper": {"episodes": 1_000_000, "lr_decay_every": 100_000},
     }
