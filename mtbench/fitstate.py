@@ -232,7 +232,7 @@ def cached_fit(cache_dir: Path | None, key: dict[str, Any], alg: "Algorithm", da
             fresh.init_fitted(data, ctx)
             fresh.load_fitted_state(tensors, meta["state"])
             return {"algorithm": fresh, "fit_s": float(meta["fit_s"])}, True
-        except (StateError, KeyError, ValueError, TypeError, RuntimeError) as exc:  # e.g. a state_dict mismatch
+        except (StateError, KeyError, ValueError, TypeError, AttributeError, RuntimeError) as exc:  # e.g. a mismatch
             warn(f"ignoring cached fit {path} ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); "
                  "fitting again")
     fit = make()
