@@ -34,6 +34,7 @@ def ray_head():
     port = free_port()
     temp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # Ray's socket paths must stay short
     binary = Path(sys.executable).with_name("ray")
+    binary = binary if binary.exists() else Path(shutil.which("ray") or "ray")
     head = subprocess.Popen(
         [str(binary), "start", "--head", "--block", "--node-ip-address", "127.0.0.1", "--port", str(port),
          "--num-cpus", "2", "--include-dashboard=false", "--disable-usage-stats", "--temp-dir", temp],
