@@ -84,3 +84,18 @@ def test_hard_tasks_are_drawn_from_failure_classes():
                               hard_tasks=True)])
 def test_conformance(algorithm, check):
     check(algorithm)
+
+
+def test_the_best_validated_step_is_kept(plugins):
+    base, novel = _blobs()
+    ctx = RunContext(torch.device("cpu"), plugins=plugins)
+    alg = MTL(backbone="mlp", pretrain_steps=20, batch_size=32, meta_iterations=6, validate_every=3, val_episodes=4,
+              inner_steps=5, inner_lr=0.1, ss_lr=0.05, head_lr=0.05)
+    torch.manual_seed(0)
+    alg.fit(FitData(base, novel, Target(5, 1, 3), seed=0), ctx)
+    info = alg.fit_info()
+    scores = [row["val_accuracy"] for row in info["history"]["validation"]]
+    assert info["selected"]["step"] in (0, 3, 6) and info["selected"]["val_accuracy"] >= max(scores)
+    from mtbench_zoo.meta_baseline import validation_accuracy
+    assert validation_accuracy(alg, FitData(base, novel, Target(5, 1, 3), seed=0), ctx, 4) == \
+        info["selected"]["val_accuracy"]  # the kept model is the one that scored it
