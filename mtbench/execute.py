@@ -87,9 +87,18 @@ def check_rows(rows: list[list[Any]], cell: "Cell") -> None:
 
 
 def training_cost(fit_info: dict[str, Any]) -> dict[str, Any]:
-    """Steps and seconds of the training the fit used, even when shared (a cached pretraining)."""
+    """Steps and seconds of the training the fit used, even when shared (a cached pretraining).
+
+    A fit that starts from a pretrained network (``fit_info["pretrain"]["history"]``: joint methods such as
+    maml-l2sp, mtl, meta-baseline) pays for that pretraining too: ``train_s`` is the sum, ``pretrain_s`` its part.
+    """
     history = fit_info.get("history") or {}
-    return {"train_steps": history.get("steps"), "train_s": history.get("seconds")}
+    cost = {"train_steps": history.get("steps"), "train_s": history.get("seconds")}
+    pretrain = (fit_info.get("pretrain") or {}).get("history") or {}
+    if pretrain.get("seconds") is not None and cost["train_s"] is not None:
+        cost.update(train_s=round(cost["train_s"] + pretrain["seconds"], 3), pretrain_s=pretrain["seconds"],
+                    pretrain_steps=pretrain.get("steps"))
+    return cost
 
 
 class CellRunner:

@@ -80,3 +80,12 @@ def test_maml_l2sp_rows_state_the_pretraining_cost_and_the_penalty(plugins):
     assert cost["pretrain_steps"] == 5 and cost["pretrain_s"] == info["pretrain"]["history"]["seconds"]
     assert cost["total_s"] == round(cost["pretrain_s"] + info["history"]["seconds"], 3)
     assert info["l2sp"]["lambda_selected_on_validation"] is False and "not penalised" in info["l2sp"]["head_penalty"]
+
+
+def test_training_cost_counts_the_pretraining_a_fit_started_from():
+    from mtbench.execute import training_cost
+
+    plain = {"history": {"steps": 300, "seconds": 10.0}}
+    assert training_cost(plain) == {"train_steps": 300, "train_s": 10.0}
+    joint = {**plain, "pretrain": {"history": {"steps": 1500, "seconds": 120.5}, "pretrain_reused": True}}
+    assert training_cost(joint) == {"train_steps": 300, "train_s": 130.5, "pretrain_s": 120.5, "pretrain_steps": 1500}
