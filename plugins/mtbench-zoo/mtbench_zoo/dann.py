@@ -155,7 +155,9 @@ class DANN(FrozenEmbedding, Algorithm):
             "domain_classifier": f"Linear({self.encoder_.out_dim}, {self.domain_hidden}) ReLU Linear(1), "
                                  "trained in every variant",
             "domain_log": [{"step": s, "reversal_weight": w, "domain_accuracy": a} for s, w, a in domain_log],
-            "deviations": ["Adam with a cosine learning-rate schedule instead of the paper's SGD with "
+            "deviations": [f"reads the evaluated split's {len(target)} images without labels during training "
+                           "(uses_unlabeled_target)",
+                           "Adam with a cosine learning-rate schedule instead of the paper's SGD with "
                            "mu_p = 0.01 / (1 + 10 p)^0.75", "source and target share each BatchNorm batch"],
             "batchnorm": "running statistics (frozen) during adaptation and test",
         }
