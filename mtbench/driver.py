@@ -70,7 +70,7 @@ class Driver:
         cells = [self.local.stamp(cell, memo) for cell in cells]  # code, device and data are part of each key
         pending = []
         for cell in cells:
-            if not force and self.store.has(cell.suite, cell.run_id):
+            if not force and (self.store.has(cell.suite, cell.run_id) or self._legacy_done(cell)):
                 summary.skipped.append(cell.run_id)
             else:
                 pending.append(cell)
@@ -91,6 +91,12 @@ class Driver:
             for run_id in list(self._locks):
                 self._release(run_id)
         return summary
+
+    def _legacy_done(self, cell: "Cell") -> bool:
+        """A result stored before keys held code versions (same cell otherwise) is kept as done: its code is
+        unknown, which the leaderboard shows; --force runs the cell with today's code."""
+        run = self.store.load_one(cell.suite, cell.legacy_run_id)
+        return run is not None and "code_versions" not in run["spec"]
 
     # -- locks --------------------------------------------------------------------------------------
     def _lock(self, cell: "Cell") -> FileLock:

@@ -123,10 +123,12 @@ class ResultStore:
 
     def has(self, suite: str, run_id: str) -> bool:
         """Whether a trustworthy result exists; an untrustworthy file is moved aside (and the cell redone)."""
+        return self.load_one(suite, run_id) is not None
+
+    def load_one(self, suite: str, run_id: str) -> dict[str, Any] | None:
+        """One result, or None when absent or untrustworthy (then moved aside)."""
         path = self.path(suite, run_id)
-        if not path.exists():
-            return False
-        return self._read(path) is not None
+        return self._read(path) if path.exists() else None
 
     def save(self, suite: str, run_id: str, payload: dict[str, Any]) -> Path:
         path = self.path(suite, run_id)

@@ -72,6 +72,14 @@ class Cell:
                 f"__seed{self.seed}__{_digest(self.spec())}")
 
     @property
+    def legacy_run_id(self) -> str:
+        """The run id before keys held code versions, device kind and data fingerprints (api_version 1 files
+        written until then): such a result still counts as done, marked as of unknown code, not retrained."""
+        spec = {k: v for k, v in self.spec().items() if k not in ("device_kind", "code_versions", "data_fingerprint")}
+        return (f"{self.algorithm}__{self.dataset.name}__{self.n_way}w{self.k_shot}s{self.n_query}q"
+                f"__seed{self.seed}__{_digest(spec)}")
+
+    @property
     def target(self) -> Target:
         return Target(self.n_way, self.k_shot, self.n_query)
 

@@ -173,3 +173,23 @@ def test_results_record_what_produced_them(tmp_path):
     spec = stored(results)[0]["spec"]
     assert set(spec["code_versions"]) >= {"core", "algorithm", "dataset", "backbone"}
     assert spec["device_kind"] == "cpu" and spec["data_fingerprint"] == {"test": ""}  # synthetic: no files
+
+
+def test_results_written_before_code_versions_still_count_as_done(tmp_path, plugins):
+    """api_version 1 files without code versions (the committed leaderboards) are kept, not retrained."""
+    from mtbench.runner import plan_cells
+
+    results = tmp_path / "results"
+    args = ("run", "--suite", "smoke", "-a", "protonet", "--protocol", "5w1s", "--episodes", "2", "--quiet",
+            "--set", "protonet.episodes=2", "--results-dir", str(results))
+    assert invoke(*args).exit_code == 0
+    path = next((results / "smoke").glob("*.json"))
+    run = json.loads(path.read_text())
+    for key in ("code_versions", "device_kind", "data_fingerprint"):
+        del run["spec"][key]
+    cell = plan_cells(plugins.suites.get("smoke"), plugins, algorithms=["protonet"], n_episodes=2,
+                      overrides={"protonet": {"episodes": 2}}, protocols=[(5, 1)])[0]
+    path.unlink()
+    (results / "smoke" / f"{cell.legacy_run_id}.json").write_text(json.dumps({**run, "run_id": cell.legacy_run_id}))
+    assert "0 cells run, 1 already done" in invoke(*args).stderr
+    assert "1 cells run, 0 already done" in invoke(*args, "--force").stderr
