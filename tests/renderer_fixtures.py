@@ -1,4 +1,7 @@
-"""Leaderboards for renderer, report and plot tests: the committed fewshot results, plus hostile labels.
+"""Leaderboards for renderer, report and plot tests: real fewshot results, plus hostile labels.
+
+The results are a frozen snapshot of leaderboards/*/results (as committed at 4368092) kept under
+tests/data, so that new leaderboard rows do not change what these tests expect.
 
 A hostile copy is a real result file of the committed protonet 5-way 1-shot run under another algorithm
 label, with a few episodes made worse (so it is paired with, and compared to, the real row).
@@ -10,7 +13,9 @@ import shutil
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-COMMITTED = ROOT / "leaderboards" / "fewshot" / "results"
+SNAPSHOT = ROOT / "tests" / "data" / "results_snapshot"
+COMMITTED = SNAPSHOT / "fewshot"
+REGRESSION = SNAPSHOT / "regression"
 HOSTILE = "<script>alert(1)</script>"
 ODD = "odd %_&#$^~{}\\<>|\" ± → é 中"
 

@@ -13,9 +13,8 @@ from mtbench import plots
 from mtbench.cli import app
 from mtbench.errors import MtbenchError
 
-from renderer_fixtures import COMMITTED, ROOT, board_from
+from renderer_fixtures import COMMITTED, REGRESSION, board_from
 
-REGRESSION = ROOT / "leaderboards" / "regression" / "results"
 SVG = "{http://www.w3.org/2000/svg}"
 
 
