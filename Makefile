@@ -54,7 +54,7 @@ bench: install
 # Re-render the committed leaderboards (Markdown, CSV, HTML report with plots) from the committed results:
 # rendering only, nothing trains. `make leaderboard-runs` trains the cells those results came from.
 leaderboards: install
-	for s in fewshot regression; do \
+	for s in fewshot regression crossdomain; do \
 		$(BIN)/mtbench leaderboard --results-dir leaderboards/$$s/results --suite $$s --format markdown \
 			--output leaderboards/$$s/README.md && \
 		$(BIN)/mtbench leaderboard --results-dir leaderboards/$$s/results --suite $$s --format csv \
@@ -69,6 +69,7 @@ leaderboard-runs: install
 	$(BIN)/mtbench run --suite fewshot --budget standard --protocol 5w1s --results-dir leaderboards/fewshot/results \
 		-a maml -a maml-fo -a maml-l2sp -a anil -a meta-sgd -a reptile --set maml-l2sp.pretrain_steps=1500
 	$(BIN)/mtbench run --suite regression --budget quick --results-dir leaderboards/regression/results
+	$(BIN)/mtbench run --suite crossdomain --budget quick --results-dir leaderboards/crossdomain/results
 
 clean:
 	rm -rf $(VENV) results build *.egg-info
