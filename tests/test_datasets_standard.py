@@ -385,6 +385,12 @@ def reset_peak():
         pass
 
 source, cache, step = sys.argv[1:]
+if step == "load":  # warm-up: the first tensor operations load library code; do them before the baseline
+    import torch
+    from mtbench.data import LabeledImages
+    warm = LabeledImages(torch.zeros(10, 3, 84, 84, dtype=torch.uint8), torch.arange(5).repeat(2),
+                         tuple("abcde"))
+    EpisodeSampler(warm, 5, 1, 1, seed=0)[0]
 reset_peak()
 base = status()
 if step == "prepare":
