@@ -62,6 +62,10 @@ leaderboards: install
 		$(BIN)/mtbench leaderboard --results-dir leaderboards/$$s/results --suite $$s --format html \
 			--output leaderboards/$$s/report.html || exit 1; \
 	done
+	# the paired comparisons the crossdomain question rests on (README: "Does fine-tuning beat meta-learning ...")
+	{ for pair in "finetune protonet" "finetune meta-baseline" "baseline-pp finetune" "dann dann-no-adversary"; do \
+		$(BIN)/mtbench compare -r leaderboards/crossdomain/results --suite crossdomain $$pair || exit 1; echo; \
+	done; } > leaderboards/crossdomain/comparisons.txt
 
 # The runs behind leaderboards/ (hours on 2 CPU cores; resumes, so only missing cells train).
 leaderboard-runs: install
