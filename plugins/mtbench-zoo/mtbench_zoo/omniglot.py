@@ -101,7 +101,8 @@ def read_split_file(data_dir: Path) -> tuple[dict[str, str], str]:
                 if mapping.setdefault(character, split) != split:
                     raise DataError(f"split files in {folder} put character {character!r} in both "
                                     f"{mapping[character]!r} and {split!r}; a class must be in one split only")
-        return mapping, str(folder)
+        # recorded relative to the data folder: a result names where the split came from, not this machine's paths
+        return mapping, "<data dir>/omniglot/splits/vinyals"
     with SHIPPED_SPLIT.open() as fh:
         rows = csv.DictReader(line for line in fh if not line.startswith("#"))
         mapping = {row["character"]: row["split"] for row in rows}
