@@ -22,11 +22,7 @@ Embed-once evaluation (opt-in, for adaptation that only reads a frozen embedding
 """
 from __future__ import annotations
 
-import hashlib
-import inspect
-import sys
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Iterator, Protocol, runtime_checkable
 
 import numpy as np
@@ -196,14 +192,8 @@ class Algorithm(HasParams):
 
     @classmethod
     def code_version(cls) -> str:
-        """Hash of the source of the package that defines the algorithm, all of its modules: behaviour also
-        lives in base classes and shared helpers. Results and cached fits of changed code are told apart."""
-        package = sys.modules.get(cls.__module__.split(".")[0])
-        files = sorted(f for root in getattr(package, "__path__", []) for f in Path(root).rglob("*.py"))
-        if files:
-            return hashlib.sha256(b"".join(f.read_bytes() for f in files)).hexdigest()[:10]
-        try:  # a plugin that is a single module
-            source = inspect.getsource(inspect.getmodule(cls))
-        except (OSError, TypeError):
-            source = cls.__qualname__
-        return hashlib.sha256(source.encode()).hexdigest()[:10]
+        """Hash of the source of the module that defines the algorithm and of the modules of its package it
+        imports (behaviour also lives in base classes and shared helpers): results and cached fits of
+        changed code are told apart, and an edit of a sibling algorithm changes nothing here."""
+        from .versions import package_version
+        return package_version(cls.__module__)

@@ -193,3 +193,25 @@ def test_results_written_before_code_versions_still_count_as_done(tmp_path, plug
     (results / "smoke" / f"{cell.legacy_run_id}.json").write_text(json.dumps({**run, "run_id": cell.legacy_run_id}))
     assert "0 cells run, 1 already done" in invoke(*args).stderr
     assert "1 cells run, 0 already done" in invoke(*args, "--force").stderr
+
+
+def test_an_edit_of_a_sibling_module_leaves_an_algorithm_version_alone(tmp_path, monkeypatch):
+    """Versions follow imports: a plugin package's other algorithms do not make this one's rows stale."""
+    from mtbench.versions import package_version, source_closure
+
+    package = tmp_path / "sibling_pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "base.py").write_text("STEP = 1\n")
+    (package / "first.py").write_text("from .base import STEP\n\ndef first():\n    from . import lazy\n")
+    (package / "lazy.py").write_text("X = 1\n")
+    (package / "second.py").write_text("import sibling_pkg.base\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert [p.name for p in source_closure("sibling_pkg.first")] == ["base.py", "first.py", "lazy.py"]
+    before = package_version("sibling_pkg.first"), package_version("sibling_pkg.second")
+    (package / "second.py").write_text("import sibling_pkg.base  # edited\n")
+    assert package_version("sibling_pkg.first") == before[0] != package_version("sibling_pkg.second")
+    (package / "lazy.py").write_text("X = 2\n")  # imported inside a function: still part of `first`
+    assert package_version("sibling_pkg.first") != before[0]
+    (package / "base.py").write_text("STEP = 2\n")
+    assert package_version("sibling_pkg.second") != before[1]
