@@ -85,3 +85,17 @@ def test_the_meta_learner_is_fitted_state_and_survives_a_round_trip():
 @parametrize_with_checks([MetaLSTM(meta_iterations=5, meta_batch=2, validate_every=0, filters=8, updates=3)])
 def test_conformance(algorithm, check):
     check(algorithm)
+
+
+def test_input_gate_bias_sets_the_first_step_and_a_departure_from_the_paper_is_recorded():
+    torch.manual_seed(0)
+    meta = MetaLearnerLSTM(input_gate_bias=-2.0)
+    assert -2.5 <= float(meta.cell.b_input) <= -1.5
+    plugins = load_plugins()
+    ctx = RunContext(torch.device("cpu"), plugins=plugins)
+    data = synthetic_fit_data()
+    paper = MetaLSTM(meta_iterations=1, validate_every=0, filters=4, updates=1).fit(data, ctx).fit_info_
+    moved = MetaLSTM(meta_iterations=1, validate_every=0, filters=4, updates=1, input_gate_bias=-2.0).fit(data, ctx)
+    assert not any("input-gate" in d for d in paper["deviations"]) and paper["input_gate_bias_init"] == [-5.0, -4.0]
+    assert any("input-gate bias drawn in [-2.5, -1.5]" in d for d in moved.fit_info_["deviations"])
+    assert -2.5 <= float(moved.meta_.cell.b_input) <= -1.5 + 1e-2  # one Adam step of 1e-3 at most

@@ -42,6 +42,7 @@ from .functional import InnerLoop, Params, call
 from .meta_learner import AdaptedPredictor, GradientMetaLearner
 
 PREPROCESS_P = 10.0  # Andrychowicz et al. 2016, App. A
+INPUT_GATE_BIAS = -4.5  # the paper's input-gate bias is drawn in [-5, -4]: this is the centre, width 1
 
 
 def preprocess(x: torch.Tensor, p: float = PREPROCESS_P) -> torch.Tensor:
@@ -56,13 +57,13 @@ def preprocess(x: torch.Tensor, p: float = PREPROCESS_P) -> torch.Tensor:
 class MetaLSTMCell(nn.Module):
     """The second layer: forget and input gates per coordinate; its cell state is the learner's parameters."""
 
-    def __init__(self, hidden: int) -> None:
+    def __init__(self, hidden: int, input_gate_bias: float = INPUT_GATE_BIAS) -> None:
         super().__init__()
         # weights over [h_t (hidden), theta_{t-1}, gate_{t-1}], one column per gate
         self.w_forget = nn.Parameter(torch.empty(hidden + 2).uniform_(-0.01, 0.01))
         self.w_input = nn.Parameter(torch.empty(hidden + 2).uniform_(-0.01, 0.01))
         self.b_forget = nn.Parameter(torch.empty(1).uniform_(4.0, 6.0))
-        self.b_input = nn.Parameter(torch.empty(1).uniform_(-5.0, -4.0))
+        self.b_input = nn.Parameter(torch.empty(1).uniform_(input_gate_bias - 0.5, input_gate_bias + 0.5))
 
     def forward(self, h: torch.Tensor, grad: torch.Tensor, theta: torch.Tensor, forget: torch.Tensor,
                 input_: torch.Tensor, fixed_gates: tuple[float, float] | None = None):
@@ -83,11 +84,11 @@ class MetaLearnerLSTM(nn.Module):
     """Both layers: an ordinary LSTM cell over (preprocessed gradient, preprocessed loss), then
     :class:`MetaLSTMCell`. Coordinates are the batch dimension, so all share the weights."""
 
-    def __init__(self, hidden: int = 20) -> None:
+    def __init__(self, hidden: int = 20, input_gate_bias: float = INPUT_GATE_BIAS) -> None:
         super().__init__()
         self.hidden = hidden
         self.lstm = nn.LSTMCell(4, hidden)
-        self.cell = MetaLSTMCell(hidden)
+        self.cell = MetaLSTMCell(hidden, input_gate_bias)
 
     def initial_state(self, theta: torch.Tensor) -> dict[str, torch.Tensor]:
         zeros = theta.new_zeros(theta.shape[0], self.hidden)
@@ -142,13 +143,14 @@ class MetaLSTM(GradientMetaLearner):
                "paper": {"meta_iterations": 50_000}}
     constraints = {"meta_iterations": ">= 1", "meta_batch": ">= 1", "updates": ">= 1", "test_updates": ">= 1",
                    "filters": ">= 1", "hidden": ">= 1", "meta_lr": "> 0", "grad_clip": "> 0", "train_query": ">= 1",
-                   "bn": ("transductive",), "validate_every": ">= 0", "val_episodes": ">= 1"}
+                   "bn": ("transductive",), "validate_every": ">= 0", "val_episodes": ">= 1",
+                   "input_gate_bias": "< 0"}
 
     def __init__(self, backbone: str = "conv4-maml", filters: int = 32, hidden: int = 20,
                  meta_iterations: int = 50_000, meta_batch: int | None = None, updates: int | None = None,
                  test_updates: int | None = None, meta_lr: float = 1e-3, grad_clip: float = 0.25,
                  train_query: int = 5, bn: str = "transductive", validate_every: int = 250,
-                 val_episodes: int = 100) -> None:
+                 val_episodes: int = 100, input_gate_bias: float = INPUT_GATE_BIAS) -> None:
         self.backbone = backbone
         self.filters = filters
         self.hidden = hidden
@@ -162,6 +164,7 @@ class MetaLSTM(GradientMetaLearner):
         self.bn = bn
         self.validate_every = validate_every
         self.val_episodes = val_episodes
+        self.input_gate_bias = input_gate_bias
 
     def settings(self, n_way: int) -> dict[str, Any]:
         paper = paper_settings(n_way, self.k_shot_)
@@ -178,7 +181,7 @@ class MetaLSTM(GradientMetaLearner):
         if features is None and self.backbone.startswith("conv4-maml"):
             features = ctx.build_backbone(self.backbone, data.train.shape, hidden=self.filters)
         super().init_fitted(data, ctx, features)
-        self.meta_ = MetaLearnerLSTM(self.hidden).to(ctx.device)
+        self.meta_ = MetaLearnerLSTM(self.hidden, self.input_gate_bias).to(ctx.device)
 
     def training_episodes(self, target) -> tuple[int, int]:
         return target.k_shot, self.train_query
@@ -206,7 +209,12 @@ class MetaLSTM(GradientMetaLearner):
         return {"updates": s["updates"], "learner": f"{self.backbone}, {self.filters} filters",
                 "meta_learner": f"2-layer coordinate-wise LSTM, {self.hidden} units in the first layer",
                 "gradient_clip": self.grad_clip, "second_derivatives": "none through the gradient and loss inputs",
+                "input_gate_bias_init": [self.input_gate_bias - 0.5, self.input_gate_bias + 0.5],
                 "deviations": [*([f"meta-batch of {s['meta_batch']} episodes (paper: 1)"] if s["meta_batch"] != 1 else []),
+                               *([f"input-gate bias drawn in [{self.input_gate_bias - 0.5:g}, "
+                                  f"{self.input_gate_bias + 0.5:g}] (paper: [-5, -4]; a first step of "
+                                  f"about {torch.sigmoid(torch.tensor(self.input_gate_bias)).item():.2g} x gradient)"]
+                                 if self.input_gate_bias != INPUT_GATE_BIAS else []),
                                f"{self.train_query} query examples per class in training (paper: 15)",
                                f"{self.meta_iterations} episodes of meta-training (paper: 50,000)"]}
 
