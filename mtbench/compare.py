@@ -165,7 +165,12 @@ def compare_experiments(cells: ExperimentCells, name_a: str, name_b: str, metric
 
 
 def compare_dirs(before: ExperimentCells, after: ExperimentCells, metric: Metric) -> Comparison:
-    """The same experiments and cells in two results dirs: before, after, ratio, and the change's test."""
+    """The same experiments and cells in two results dirs: before, after, ratio, and the change's test.
+
+    An experiment matches its own identity; failing that, the one before-experiment of the same algorithm,
+    budget, evaluation mode and cell whose parameters agree on every parameter both record (code that
+    gained a parameter records it, older results do not): the note names the parameters one side lacks.
+    """
     if before.frame.empty or after.frame.empty:
         which = "before" if before.frame.empty else "after"
         raise MtbenchError(f"no {metric.name!r} results in the {which} dir")
@@ -175,6 +180,8 @@ def compare_dirs(before: ExperimentCells, after: ExperimentCells, metric: Metric
     only_after = 0
     for _, new in after.frame.iterrows():
         prev = old.pop(tuple(new[k] for k in key), None)
+        if prev is None:
+            prev = _same_but_new_parameters(new, old, notes)
         if prev is None:
             only_after += 1
             continue
@@ -192,6 +199,25 @@ def compare_dirs(before: ExperimentCells, after: ExperimentCells, metric: Metric
     comparison = _finish(rows, metric, "dirs", notes)
     comparison.rows = comparison.rows.rename(columns={"a": "experiment"}).drop(columns="b")
     return comparison
+
+
+def _same_but_new_parameters(new: pd.Series, old: dict, notes: list[str]) -> pd.Series | None:
+    """Pop and return the one before-row that differs from ``new`` only by parameters one side lacks."""
+    same = ("algorithm", "plugin", "budget", "transductive", "dataset_key", "n_way", "k_shot", "n_query")
+    found = []
+    for k, row in old.items():
+        if any(row[c] != new[c] for c in same):
+            continue
+        shared = row["params"].keys() & new["params"].keys()
+        if all(row["params"][p] == new["params"][p] for p in shared):
+            found.append(k)
+    if len(found) != 1:
+        return None
+    prev = old.pop(found[0])
+    lacking = sorted(prev["params"].keys() ^ new["params"].keys())
+    notes.append(f"{new['experiment']} ({new['protocol']}) compared with the before-run that agrees on every parameter "
+                 f"both record; recorded on one side only: {', '.join(lacking)}.")
+    return prev
 
 
 def parse_threshold(spec: str) -> tuple[str, float]:

@@ -117,3 +117,26 @@ def test_compare_experiments_needs_a_shared_cell():
     cells.frame = frame[~((frame["algorithm"] == "protonet") & (frame["protocol"] == "5w1s"))]  # maml: 5w1s only
     with pytest.raises(MtbenchError, match="share no cell"):
         compare_experiments(cells, "maml", "protonet", metric)
+
+
+def test_before_after_matches_a_run_whose_code_gained_a_parameter_and_says_so():
+    """A change that adds a parameter (e.g. a memory budget) must not hide the before/after comparison; a run
+    whose shared parameters differ is not matched."""
+    rng = np.random.default_rng(1)
+    metric = Metric("accuracy", fn=None, scale=100.0)
+
+    def run(params, values):
+        spec = {"suite": "s", "algorithm": "a", "params": params, "dataset": "d", "dataset_params": {}, "split": "test",
+                "n_way": 5, "k_shot": 1, "n_query": 15, "seed": 0, "budget": "quick"}
+        return {"run_id": json.dumps(params), "spec": spec, "episodes": {"digest": "same"},
+                "columns": ["episode", "metric", "value"], "rows": [[i, "accuracy", v] for i, v in enumerate(values)]}
+    values = rng.uniform(0.5, 1, 200)
+    before = experiment_cells([run({"lr": 0.1}, values), run({"lr": 0.2}, values - 0.1)], metric=metric)
+    after = experiment_cells([run({"lr": 0.1, "chunk_size": None}, values + 0.01)], metric=metric)
+    comparison = compare_dirs(before, after, metric)
+    (row,) = comparison.rows.to_dict("records")
+    assert row["paired"] and row["diff_mean"] == pytest.approx(0.01) and row["mean_a"] == pytest.approx(values.mean())
+    assert any("recorded on one side only: chunk_size" in n for n in comparison.notes)
+    changed = experiment_cells([run({"lr": 0.3, "chunk_size": None}, values)], metric=metric)
+    with pytest.raises(MtbenchError, match="share no experiment"):
+        compare_dirs(before, changed, metric)
