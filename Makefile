@@ -66,12 +66,25 @@ leaderboards: install
 	{ for pair in "finetune protonet" "finetune meta-baseline" "baseline-pp finetune" "dann dann-no-adversary"; do \
 		$(BIN)/mtbench compare -r leaderboards/crossdomain/results --suite crossdomain $$pair || exit 1; echo; \
 	done; } > leaderboards/crossdomain/comparisons.txt
+	# the MAML family re-run after issue 11 (task-by-task back-propagation, default memory layout), paired with
+	# the runs it superseded (kept in leaderboards/fewshot/superseded); meta-sgd-maml is the old meta-sgd setting
+	{ $(BIN)/mtbench compare leaderboards/fewshot/superseded leaderboards/fewshot/results --suite fewshot && echo && \
+	  tmp=$$(mktemp -d) && mkdir $$tmp/fewshot && \
+	  cp leaderboards/fewshot/superseded/fewshot/meta-sgd__* leaderboards/fewshot/results/fewshot/meta-sgd-maml__* \
+		$$tmp/fewshot/ && \
+	  $(BIN)/mtbench compare -r $$tmp --suite fewshot meta-sgd-maml "meta-sgd (meta_iterations=3000)"; \
+	  status=$$?; rm -rf $$tmp; exit $$status; } > leaderboards/fewshot/rerun-comparison.txt
 
 # The runs behind leaderboards/ (hours on 2 CPU cores; resumes, so only missing cells train).
 leaderboard-runs: install
 	$(BIN)/mtbench run --suite fewshot --budget quick --results-dir leaderboards/fewshot/results
+	$(BIN)/mtbench run --suite fewshot --budget quick --results-dir leaderboards/fewshot/results \
+		-a matchingnet -a relationnet -a memory -a meta-lstm --set meta-lstm.input_gate_bias=-2.0
+	$(BIN)/mtbench run --suite fewshot --budget quick --protocol 5w1s --results-dir leaderboards/fewshot/results \
+		-a baseline-pp -a dann -a mtl -a meta-baseline
 	$(BIN)/mtbench run --suite fewshot --budget standard --protocol 5w1s --results-dir leaderboards/fewshot/results \
-		-a maml -a maml-fo -a maml-l2sp -a anil -a meta-sgd -a reptile --set maml-l2sp.pretrain_steps=1500
+		-a anil -a maml -a maml-fo -a maml-l2sp -a meta-sgd-maml -a reptile -a meta-sgd \
+		--set maml-l2sp.pretrain_steps=1500
 	$(BIN)/mtbench run --suite regression --budget quick --results-dir leaderboards/regression/results
 	$(BIN)/mtbench run --suite crossdomain --budget quick --results-dir leaderboards/crossdomain/results
 
