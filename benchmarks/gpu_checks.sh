@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU checks of issue 10 H, in one script for a lent GPU machine (no network there):
 #   1. `make test-gpu`'s tests (pytest -m gpu) with the machine's own python and torch;
-#   2. benchmarks/maml_step.py --device cuda: strategies against the plain per-task loop (goal: 3x);
+#   2. benchmarks/maml_step.py --device cuda: strategies against the plain per-task loop (goal: 3x), in IEEE
+#      float32 as mtbench runs, then with torch's default TF32 convolutions;
 #   3. fewshot cells with --device cuda (protonet and maml, quick budget, 5-way 1-shot).
 # usage: DATA=<dir with omniglot/> OUT=<folder for logs and results> benchmarks/gpu_checks.sh
 # It installs mtbench and the zoo without dependencies into the machine's python (torch, numpy, pandas,
@@ -31,6 +32,9 @@ timeout 240 $PY -m pytest -q -m gpu -p no:cacheprovider tests/test_slow.py 2>&1 
 step "benchmarks/maml_step.py --device cuda"
 timeout 300 $PY benchmarks/maml_step.py --device cuda --threads 2 --repeats 5 --chunks 1 4 8 32 --vmap 2>&1 \
   | tee "$OUT/maml_step_cuda.log"
+step "the same with torch's default TF32 convolutions (what mtbench turns off)"
+timeout 200 $PY benchmarks/maml_step.py --device cuda --threads 2 --repeats 5 --chunks 1 32 --vmap --tf32 2>&1 \
+  | tee "$OUT/maml_step_cuda_tf32.log"
 
 step "fewshot cells on cuda"
 export MTBENCH_DATA=$DATA MTBENCH_CACHE=/tmp/mtbench-cache OMP_NUM_THREADS=2

@@ -18,6 +18,10 @@ float32 error: ``|g32 - g64| / |g64|`` over the whole meta-gradient vector, g64 
 float64 on the same weights and episodes. ``vs ref`` is reference seconds / strategy seconds (> 1: faster).
 
     python benchmarks/maml_step.py [--device cpu|cuda] [--threads 1 2] [--repeats 3] [--chunks 1 2 4 8 16 32]
+                                   [--vmap] [--tf32]
+
+On CUDA, float32 is IEEE float32 (TF32 off), as in mtbench's runs (mtbench/precision.py); ``--tf32`` measures
+torch's default instead.
 """
 from __future__ import annotations
 
@@ -30,6 +34,8 @@ import time
 
 import torch
 import torch.nn.functional as F
+
+from mtbench.precision import float32_mode, full_float32
 
 from mtbench_zoo.functional import (DEFAULT_CHUNK, InnerLoop, MetaConv4, MetaModel, Strategy, meta_gradient,
                                     resolve_strategy)
@@ -130,10 +136,11 @@ def measure(impl: str, setting: str, device: torch.device, repeats: int) -> dict
     return {"seconds": seconds, "extra_mb": extra, "error": float((g32 - g64).norm() / g64.norm())}
 
 
-def child(impl: str, setting: str, device: str, threads: int, repeats: int) -> dict:
+def child(impl: str, setting: str, device: str, threads: int, repeats: int, tf32: bool = False) -> dict:
     env_threads = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     out = subprocess.run([sys.executable, __file__, "--child", impl, setting, "--device", device,
-                          "--threads", str(threads), "--repeats", str(repeats)], capture_output=True, text=True,
+                          "--threads", str(threads), "--repeats", str(repeats), *(["--tf32"] if tf32 else [])],
+                         capture_output=True, text=True,
                          env={**os.environ, **env_threads})
     if out.returncode:
         raise RuntimeError(f"{impl} / {setting} failed:\n{out.stderr[-2000:]}")
@@ -147,9 +154,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--chunks", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32])
     parser.add_argument("--vmap", action="store_true", help="also time vmap (slow on CPU)")
+    parser.add_argument("--tf32", action="store_true",
+                        help="let CUDA run float32 convolutions in TF32 (torch's default; mtbench runs never do)")
     parser.add_argument("--child", nargs=2, metavar=("IMPL", "SETTING"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     device = torch.device(args.device)
+    if not args.tf32:
+        full_float32()
     if args.child:
         torch.set_num_threads(args.threads[0])
         print(json.dumps(measure(args.child[0], args.child[1], device, args.repeats)))
@@ -157,7 +168,8 @@ def main() -> None:
     impls = ["reference", "loop", *(f"grouped-{c}" for c in args.chunks), *(["vmap"] if args.vmap else [])]
     print(f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}), torch "
           f"{torch.__version__}; {WAYS}-way {SHOTS}-shot, {QUERY} queries per class, meta-batch {META_BATCH}, "
-          f"conv4-maml (64 filters), {args.repeats} repeats; default grouped chunk {DEFAULT_CHUNK}")
+          f"conv4-maml (64 filters), {args.repeats} repeats; default grouped chunk {DEFAULT_CHUNK}; float32 "
+          f"{float32_mode() if device.type == 'cuda' else 'ieee'}")
     for threads in args.threads:
         auto = resolve_strategy("auto", device, make_problem(device, meta_batch=1)[0], threads=threads)
         print(f"\nthreads {threads}: auto picks {auto.name}"
@@ -167,7 +179,7 @@ def main() -> None:
         for setting in SETTINGS:
             ref = None
             for impl in impls:
-                r = child(impl, setting, args.device, threads, args.repeats)
+                r = child(impl, setting, args.device, threads, args.repeats, args.tf32)
                 ref = ref or r
                 print(f"{setting:13} {impl:11} {r['seconds']:8.3f} {ref['seconds'] / r['seconds']:7.2f} "
                       f"{r['extra_mb']:9.0f} {r['extra_mb'] / max(ref['extra_mb'], 1e-9):7.2f} {r['error']:10.1e}",

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from .errors import PluginLoadError
+from .precision import float32_mode
 
 if TYPE_CHECKING:
     from .plugins import Plugins
@@ -45,6 +46,7 @@ def environment_info(device: torch.device, plugins: "Plugins | None" = None) -> 
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
         info["cuda"] = torch.version.cuda
+        info["float32"] = float32_mode()
     if plugins is not None:
         info["plugins"] = plugins.versions()
         for impl in plugins.pm.hook.update_environment_info.get_hookimpls():

@@ -28,6 +28,7 @@ from .episode import make_sampler
 from .errors import DivergedError, MtbenchError
 from .evaluation import evaluate
 from .fitstate import cache_path, cached_fit
+from .precision import full_float32
 from .results import ROW_COLUMNS
 from .suites import DatasetEntry
 from .versions import code_versions
@@ -107,6 +108,8 @@ class CellRunner:
     def __init__(self, plugins: "Plugins", environment: Environment, reporter: Any = None) -> None:
         self.plugins, self.env, self.reporter = plugins, environment, reporter
         self.device = environment.torch_device
+        if self.device.type == "cuda":
+            full_float32()  # a GPU row differs from a CPU row by float32 rounding only (mtbench/precision.py)
         self._datasets: dict[str, DatasetSplits] = {}
         self._fits: dict[str, tuple[dict[str, Any], bool]] = {}
 
