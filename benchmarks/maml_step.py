@@ -18,7 +18,7 @@ float32 error: ``|g32 - g64| / |g64|`` over the whole meta-gradient vector, g64 
 float64 on the same weights and episodes. ``vs ref`` is reference seconds / strategy seconds (> 1: faster).
 
     python benchmarks/maml_step.py [--device cpu|cuda] [--threads 1 2] [--repeats 3] [--chunks 1 2 4 8 16 32]
-                                   [--vmap] [--tf32]
+                                   [--vmap] [--tf32] [--cudnn default|deterministic|off]
 
 On CUDA, float32 is IEEE float32 (TF32 off), as in mtbench's runs (mtbench/precision.py); ``--tf32`` measures
 torch's default instead.
@@ -136,10 +136,12 @@ def measure(impl: str, setting: str, device: torch.device, repeats: int) -> dict
     return {"seconds": seconds, "extra_mb": extra, "error": float((g32 - g64).norm() / g64.norm())}
 
 
-def child(impl: str, setting: str, device: str, threads: int, repeats: int, tf32: bool = False) -> dict:
+def child(impl: str, setting: str, device: str, threads: int, repeats: int, tf32: bool = False,
+          cudnn: str = "default") -> dict:
     env_threads = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     out = subprocess.run([sys.executable, __file__, "--child", impl, setting, "--device", device,
-                          "--threads", str(threads), "--repeats", str(repeats), *(["--tf32"] if tf32 else [])],
+                          "--threads", str(threads), "--repeats", str(repeats), *(["--tf32"] if tf32 else []),
+                          "--cudnn", cudnn],
                          capture_output=True, text=True,
                          env={**os.environ, **env_threads})
     if out.returncode:
@@ -156,11 +158,15 @@ def main() -> None:
     parser.add_argument("--vmap", action="store_true", help="also time vmap (slow on CPU)")
     parser.add_argument("--tf32", action="store_true",
                         help="let CUDA run float32 convolutions in TF32 (torch's default; mtbench runs never do)")
+    parser.add_argument("--cudnn", choices=["default", "deterministic", "off"], default="default",
+                        help="cuDNN's algorithm choice: torch's default, deterministic algorithms only, or no cuDNN")
     parser.add_argument("--child", nargs=2, metavar=("IMPL", "SETTING"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     device = torch.device(args.device)
     if not args.tf32:
         full_float32()
+    torch.backends.cudnn.deterministic = args.cudnn == "deterministic"
+    torch.backends.cudnn.enabled = args.cudnn != "off"
     if args.child:
         torch.set_num_threads(args.threads[0])
         print(json.dumps(measure(args.child[0], args.child[1], device, args.repeats)))
@@ -169,7 +175,7 @@ def main() -> None:
     print(f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}), torch "
           f"{torch.__version__}; {WAYS}-way {SHOTS}-shot, {QUERY} queries per class, meta-batch {META_BATCH}, "
           f"conv4-maml (64 filters), {args.repeats} repeats; default grouped chunk {DEFAULT_CHUNK}; float32 "
-          f"{float32_mode() if device.type == 'cuda' else 'ieee'}")
+          f"{float32_mode() if device.type == 'cuda' else 'ieee'}; cudnn {args.cudnn}")
     for threads in args.threads:
         auto = resolve_strategy("auto", device, make_problem(device, meta_batch=1)[0], threads=threads)
         print(f"\nthreads {threads}: auto picks {auto.name}"
@@ -179,7 +185,7 @@ def main() -> None:
         for setting in SETTINGS:
             ref = None
             for impl in impls:
-                r = child(impl, setting, args.device, threads, args.repeats, args.tf32)
+                r = child(impl, setting, args.device, threads, args.repeats, args.tf32, args.cudnn)
                 ref = ref or r
                 print(f"{setting:13} {impl:11} {r['seconds']:8.3f} {ref['seconds'] / r['seconds']:7.2f} "
                       f"{r['extra_mb']:9.0f} {r['extra_mb'] / max(ref['extra_mb'], 1e-9):7.2f} {r['error']:10.1e}",
