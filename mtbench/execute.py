@@ -92,6 +92,8 @@ def training_cost(fit_info: dict[str, Any]) -> dict[str, Any]:
 
     A fit that starts from a pretrained network (``fit_info["pretrain"]["history"]``: joint methods such as
     maml-l2sp, mtl, meta-baseline) pays for that pretraining too: ``train_s`` is the sum, ``pretrain_s`` its part.
+    So does a fit that selected a hyperparameter with trial fits on validation (``fit_info["selection"]``):
+    ``selection_s``.
     """
     history = fit_info.get("history") or {}
     cost = {"train_steps": history.get("steps"), "train_s": history.get("seconds")}
@@ -99,6 +101,9 @@ def training_cost(fit_info: dict[str, Any]) -> dict[str, Any]:
     if pretrain.get("seconds") is not None and cost["train_s"] is not None:
         cost.update(train_s=round(cost["train_s"] + pretrain["seconds"], 3), pretrain_s=pretrain["seconds"],
                     pretrain_steps=pretrain.get("steps"))
+    selection = fit_info.get("selection") or {}
+    if selection.get("seconds") is not None and cost["train_s"] is not None:
+        cost.update(train_s=round(cost["train_s"] + selection["seconds"], 3), selection_s=selection["seconds"])
     return cost
 
 

@@ -74,12 +74,44 @@ def test_maml_l2sp_rows_state_the_pretraining_cost_and_the_penalty(plugins):
     ctx = RunContext(torch.device("cpu"), plugins=plugins)
     data = FitData(SineTasks(), SineTasks(), Target(1, 5, 10), seed=0)
     alg = MAMLL2SP(backbone="sine-mlp", pretrain_steps=5, meta_iterations=3, meta_batch=2, inner_lr=0.01,
-                   inner_steps=1, validate_every=0).fit(data, ctx)
+                   inner_steps=1, validate_every=0, select_l2sp=False).fit(data, ctx)
     info = alg.fit_info()
     cost = info["training_cost"]
     assert cost["pretrain_steps"] == 5 and cost["pretrain_s"] == info["pretrain"]["history"]["seconds"]
     assert cost["total_s"] == round(cost["pretrain_s"] + info["history"]["seconds"], 3)
     assert info["l2sp"]["lambda_selected_on_validation"] is False and "not penalised" in info["l2sp"]["head_penalty"]
+
+
+def test_maml_l2sp_selects_lambda_on_validation_then_meta_trains_as_if_it_had_been_set(plugins, monkeypatch):
+    """Issue 9: lambda is chosen on validation episodes; the full meta-training is the one lambda set by hand
+    gives (the trial fits do not disturb its randomness); the scores and the selection's cost are recorded."""
+    from mtbench.execute import training_cost
+    from mtbench_zoo.maml import MAMLL2SP
+
+    val_mse = {1e-4: 0.5, 1e-3: 0.9, 1e-2: 0.2}  # regression: lower is better, so 1e-2 wins
+    monkeypatch.setattr(MAMLL2SP, "validation_score", lambda self, data, ctx: val_mse[self.l2sp])
+    ctx = RunContext(torch.device("cpu"), plugins=plugins)
+    data = FitData(SineTasks(), SineTasks(), Target(1, 5, 10), seed=0)
+    settings = dict(backbone="sine-mlp", pretrain_steps=5, meta_iterations=20, meta_batch=2, inner_lr=0.01,
+                    inner_steps=1, validate_every=0)
+    torch.manual_seed(0)
+    selected = MAMLL2SP(**settings, l2sp=0.5).fit(data, ctx)
+    info = selected.fit_info()
+    assert info["selection"]["candidates"] == [1e-4, 1e-3, 1e-2] and info["selection"]["chosen"] == 1e-2
+    assert info["selection"]["scores"] == [0.5, 0.9, 0.2] and info["selection"]["meta_iterations_each"] == 2
+    assert info["l2sp"]["lambda"] == 1e-2 and info["l2sp"]["lambda_selected_on_validation"] is True
+    assert selected.get_params()["l2sp"] == 0.5  # the parameter is not overwritten; the fit records its choice
+    assert training_cost(info)["selection_s"] == info["selection"]["seconds"] > 0
+    assert any("lambda = 0.01, selected on" in d and "0.0001: 0.5" in d for d in info["deviations"])
+    torch.manual_seed(0)
+    by_hand = MAMLL2SP(**settings, l2sp=1e-2, select_l2sp=False).fit(data, ctx)
+    for (name, a), (_, b) in zip(selected.model_.named_parameters(), by_hand.model_.named_parameters()):
+        assert torch.equal(a, b), name
+    torch.manual_seed(0)
+    other = MAMLL2SP(**settings, l2sp=1e-4, select_l2sp=False).fit(data, ctx)
+    assert not all(torch.equal(a, b) for a, b in zip(other.model_.parameters(), by_hand.model_.parameters()))
+    no_val = MAMLL2SP(**settings).fit(FitData(SineTasks(), None, Target(1, 5, 10), seed=0), ctx).fit_info()
+    assert "selection" not in no_val and "no validation data" in no_val["l2sp"]["lambda_source"]
 
 
 def test_training_cost_counts_the_pretraining_a_fit_started_from():

@@ -15,9 +15,10 @@ from test_maml import synthetic_fit_data
 
 
 def test_variants_change_defaults_without_repeating_the_init():
-    assert FirstOrderMAML.param_names() == MAML.param_names() == MAMLL2SP.param_names()
+    assert FirstOrderMAML.param_names() == MAML.param_names() == MAMLL2SP.param_names()[:-1]
     assert FirstOrderMAML().first_order is True and MAML().first_order is False
-    assert (MAMLL2SP().pretrain_steps, MAMLL2SP().l2sp) == (10_000, 1e-3)
+    assert (MAMLL2SP().pretrain_steps, MAMLL2SP().l2sp, MAMLL2SP().select_l2sp) == (10_000, 1e-3, True)
+    assert typing.get_type_hints(MAMLL2SP.__init__)["select_l2sp"] is bool  # an added parameter, typed
     assert FirstOrderMAML(first_order=False, meta_iterations=7).get_params()["meta_iterations"] == 7
     hints = typing.get_type_hints(FirstOrderMAML.__init__)
     assert hints["first_order"] is bool and hints["meta_iterations"] is int

@@ -14,11 +14,12 @@ the support set's statistics instead (non-transductive).
 from __future__ import annotations
 
 import copy
+import time
 from typing import Any
 
 import torch
 
-from mtbench import FitData, RunContext, Support, hookimpl
+from mtbench import FitData, LabeledImages, RunContext, Support, hookimpl
 from mtbench.train import OptimizerFactory
 
 from .functional import (InnerLoop, Params, Strategy, graph_megabytes, inner_loop, l2_distance, meta_gradient,
@@ -132,10 +133,16 @@ class MAML(GradientMetaLearner):
         cost = {"pretrain_s": pretrain_s, "meta_s": meta_s, "total_s": round(pretrain_s + meta_s, 3),
                 "pretrain_steps": pretrain["history"]["steps"], "pretrain_reused": pretrain["pretrain_reused"]}
         return {"training_cost": cost,
-                "l2sp": {"lambda": self.l2sp, "inner_lambda": self.inner_l2sp, "lambda_selected_on_validation": False,
-                         "lambda_source": "set by hand (one meta-training per candidate lambda exceeds the budget)",
+                "l2sp": {"lambda": self.l2sp_weight(), "inner_lambda": self.inner_l2sp, **self.lambda_source(),
                          "penalised": "the pretrained features only (toward theta_source)",
                          "head_penalty": "none: the head is not penalised (Li et al.'s beta/2 ||w_new||^2 is absent)"}}
+
+    def l2sp_weight(self) -> float:
+        """lambda of the meta-objective's L2-SP term: the ``l2sp`` parameter (maml-l2sp may select it)."""
+        return self.l2sp
+
+    def lambda_source(self) -> dict[str, Any]:
+        return {"lambda_selected_on_validation": False, "lambda_source": "the l2sp parameter, set by hand"}
 
     def training_episodes(self, target) -> tuple[int, int]:
         return target.k_shot, self.train_query or (target.n_query if self.regression_ else target.k_shot)
@@ -157,7 +164,8 @@ class MAML(GradientMetaLearner):
         inner = self.inner(s["inner_lr"], s["inner_steps"])
         strategy = Strategy(self.strategy_["name"], self.strategy_["chunk_size"])
         value, grads = meta_gradient(self.model_, params, tasks, inner, self.first_order, strategy, lr_params)
-        penalty = self.l2sp * l2_distance(params, self.anchor_) if self.l2sp and self.anchor_ else None
+        weight = self.l2sp_weight()
+        penalty = weight * l2_distance(params, self.anchor_) if weight and self.anchor_ else None
         for name, p in params.items():
             p.grad = grads["params"][name]
         for name, p in (lr_params or {}).items():
@@ -192,13 +200,78 @@ class FirstOrderMAML(MAML):
 
 
 class MAMLL2SP(MAML):
-    """Joint transfer + meta: MAML from pretrained weights, regularised toward them (L2-SP)."""
+    """Joint transfer + meta: MAML from pretrained weights, regularised toward them (L2-SP).
+
+    ``select_l2sp`` (default on): lambda is chosen on validation episodes before meta-training. Each
+    candidate of :data:`L2SP_GRID` is meta-trained from the same pretrained start for a tenth of the
+    meta-iterations, each scored on the same validation episodes; the best is then meta-trained in full.
+    The candidates' scores and the selection's seconds are recorded, and the seconds count in the training
+    cost. ``select_l2sp=False``, or base data without a validation split, uses ``l2sp`` as given.
+    """
 
     name = "maml-l2sp"
     kind = "joint"
     citation = "MAML (Finn et al. 2017) + L2-SP (Li et al. 2018, arXiv:1802.01483) from a pretrained start"
     param_defaults = {"pretrain_steps": 10_000, "l2sp": 1e-3}
+    added_params = {"select_l2sp": (bool, True)}
     budgets = {b: {**MAML.budgets[b], **PRETRAIN_BUDGETS[b]} for b in MAML.budgets}
+    L2SP_GRID = (1e-4, 1e-3, 1e-2)  # around Li et al.'s alpha = 0.01 and this package's earlier hand-set 1e-3
+    SELECT_FRACTION = 10  # each candidate gets meta_iterations // 10 meta-iterations
+
+    def fit(self, data: FitData, ctx: RunContext) -> "MAMLL2SP":
+        self.l2sp_selection_ = None
+        if self.select_l2sp and self.pretrain_steps and data.val is not None:
+            self.l2sp_selection_ = self.select_lambda(data, ctx)
+        super().fit(data, ctx)
+        selection = self.l2sp_selection_
+        if selection:  # the trial fits count in the training cost (mtbench.execute.training_cost)
+            self.fit_info_["selection"] = {"parameter": "l2sp", **selection}
+            scores = ", ".join(f"{c:g}: {v:.4g}" for c, v in zip(selection["candidates"], selection["scores"]))
+            self.fit_info_["deviations"] = [  # shown on the row's notes
+                *self.fit_info_.get("deviations", []),
+                f"lambda = {selection['chosen']:g}, selected on {selection['val_episodes']} validation episodes "
+                f"({selection['metric']} after {selection['meta_iterations_each']} meta-iterations each: {scores})"]
+        return self
+
+    def select_lambda(self, data: FitData, ctx: RunContext) -> dict[str, Any]:
+        """Meta-train each candidate lambda briefly, score it on validation episodes, keep the best."""
+        iterations = max(1, self.meta_iterations // self.SELECT_FRACTION)
+        regression = not isinstance(data.train, LabeledImages)
+        devices = [ctx.device.index or 0] if ctx.device.type == "cuda" else []
+        start, scores = time.perf_counter(), {}
+        for candidate in self.L2SP_GRID:
+            trial = type(self)(**{**self.get_params(), "l2sp": candidate, "select_l2sp": False,
+                                  "meta_iterations": iterations, "validate_every": 0})
+            with torch.random.fork_rng(devices=devices):  # the full meta-training starts from the same RNG state
+                torch.manual_seed(data.seed)
+                trial.fit(data, ctx)
+                scores[candidate] = trial.validation_score(data, ctx)
+        chosen = (min if regression else max)(scores, key=lambda c: (scores[c], -self.L2SP_GRID.index(c)))
+        return {"candidates": list(self.L2SP_GRID), "chosen": chosen, "meta_iterations_each": iterations,
+                "val_episodes": self.val_episodes, "metric": "val_mse" if regression else "val_accuracy",
+                "scores": [round(scores[c], 5) for c in self.L2SP_GRID],
+                "seconds": round(time.perf_counter() - start, 3)}
+
+    def l2sp_weight(self) -> float:
+        selection = getattr(self, "l2sp_selection_", None)
+        return selection["chosen"] if selection else self.l2sp
+
+    def lambda_source(self) -> dict[str, Any]:
+        selection = getattr(self, "l2sp_selection_", None)
+        if not selection:
+            source = super().lambda_source()
+            return {**source, "lambda_source": source["lambda_source"] + " (no validation data to select it on)"} \
+                if self.select_l2sp and self.pretrain_steps else source
+        return {"lambda_selected_on_validation": True, "lambda_selection": selection,
+                "lambda_source": f"selected on validation from {selection['candidates']}"}
+
+    def joint_record(self, pretrain: dict | None, info: dict) -> dict:
+        record = super().joint_record(pretrain, info)
+        selection = getattr(self, "l2sp_selection_", None)
+        if selection and record:
+            cost = record["training_cost"]
+            cost.update(selection_s=selection["seconds"], total_s=round(cost["total_s"] + selection["seconds"], 3))
+        return record
 
 
 @hookimpl
