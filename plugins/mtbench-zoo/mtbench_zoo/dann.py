@@ -27,6 +27,7 @@ from torch import nn
 from mtbench import Algorithm, FitData, MtbenchError, RunContext, Support, Tags, Target, fit_loop, hookimpl
 
 from ._common import FrozenEmbedding, HeadPredictor, nearest_centroid_accuracy
+from .pretraining import PRETRAIN_BUDGETS
 from .baseline_pp import RECIPES, check_recipe, recipe_description, train_head
 
 
@@ -74,14 +75,15 @@ class DANN(FrozenEmbedding, Algorithm):
     kind = "transfer"
     tags = Tags(uses_unlabeled_target=True)
     citation = "Ganin et al. 2016, arXiv:1505.07818"
-    # Source and target minibatches of 64 each: the same images per step as finetune's batch of 128.
-    budgets = {"quick": {"steps": 1000}, "standard": {"steps": 10_000}, "paper": {"steps": 40_000}}
+    # The labeled base images of the shared pretraining budget (finetune, linear-probe: PRETRAIN_BUDGETS, batches
+    # of 128), so the adversary is the only difference; each step also draws 128 unlabeled target images.
+    budgets = {profile: {"steps": value["pretrain_steps"]} for profile, value in PRETRAIN_BUDGETS.items()}
     adapt_params = frozenset({"recipe", "head_steps", "head_lr", "head_weight_decay"})
     constraints = {"steps": ">= 1", "batch_size": ">= 1", "lr": "> 0", "adversary_weight": ">= 0",
                    "domain_hidden": ">= 1", "recipe": RECIPES, "head_steps": ">= 0", "head_lr": "> 0",
                    "head_weight_decay": ">= 0", "validate_every": ">= 0", "val_episodes": ">= 1"}
 
-    def __init__(self, backbone: str = "conv4", steps: int = 10_000, batch_size: int = 64, lr: float = 1e-3,
+    def __init__(self, backbone: str = "conv4", steps: int = 10_000, batch_size: int = 128, lr: float = 1e-3,
                  adversary_weight: float = 1.0, domain_hidden: int = 100, recipe: str = "adam",
                  head_steps: int = 100, head_lr: float = 0.01, head_weight_decay: float = 1e-3,
                  validate_every: int = 250, val_episodes: int = 50) -> None:
