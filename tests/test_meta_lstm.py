@@ -99,3 +99,32 @@ def test_input_gate_bias_sets_the_first_step_and_a_departure_from_the_paper_is_r
     assert not any("input-gate" in d for d in paper["deviations"]) and paper["input_gate_bias_init"] == [-5.0, -4.0]
     assert any("input-gate bias drawn in [-2.5, -1.5]" in d for d in moved.fit_info_["deviations"])
     assert -2.5 <= float(moved.meta_.cell.b_input) <= -1.5 + 1e-2  # one Adam step of 1e-3 at most
+
+
+def test_keep_best_restores_the_learner_and_meta_learner_of_the_best_validation(monkeypatch):
+    """Early stopping on validation: the kept state is the one scored best (ties to the earliest), not the last."""
+    from mtbench_zoo.meta_learner import GradientMetaLearner
+
+    def fitted(keep_best: bool):
+        scores, seen = [0.2, 0.7, 0.4, 0.7, 0.1], []
+
+        def scripted(self, data, ctx):
+            seen.append({**{f"model.{k}": v.clone() for k, v in self.model_.state_dict().items()},
+                         **{f"meta.{k}": v.clone() for k, v in self.meta_.state_dict().items()}})
+            return scores[len(seen) - 1]
+
+        monkeypatch.setattr(GradientMetaLearner, "validation_score", scripted)
+        torch.manual_seed(0)
+        alg = MetaLSTM(meta_iterations=5, meta_batch=1, validate_every=1, filters=4, updates=2, keep_best=keep_best)
+        alg.fit(synthetic_fit_data(), RunContext(torch.device("cpu"), plugins=load_plugins()))
+        state = {**{f"model.{k}": v for k, v in alg.model_.state_dict().items()},
+                 **{f"meta.{k}": v for k, v in alg.meta_.state_dict().items()}}
+        return alg, state, seen
+
+    alg, state, seen = fitted(True)
+    assert len(seen) == 5 and alg.fit_info_["kept"] == {"step": 2, "val_accuracy": 0.7, "last_val_accuracy": 0.1}
+    assert all(torch.equal(state[k], seen[1][k]) for k in state)
+    assert any("best on validation" in d for d in alg.fit_info_["deviations"])
+    last, last_state, last_seen = fitted(False)
+    assert "kept" not in last.fit_info_ and all(torch.equal(last_state[k], last_seen[-1][k]) for k in last_state)
+    assert not all(torch.equal(last_state[k], last_seen[1][k]) for k in last_state)
