@@ -128,3 +128,20 @@ def test_keep_best_restores_the_learner_and_meta_learner_of_the_best_validation(
     last, last_state, last_seen = fitted(False)
     assert "kept" not in last.fit_info_ and all(torch.equal(last_state[k], last_seen[-1][k]) for k in last_state)
     assert not all(torch.equal(last_state[k], last_seen[1][k]) for k in last_state)
+
+
+def test_meta_lr_schedule_cosine_decays_to_zero_and_is_recorded():
+    data = synthetic_fit_data()
+    ctx = RunContext(torch.device("cpu"), plugins=load_plugins())
+    alg = MetaLSTM(meta_iterations=4, meta_batch=1, validate_every=0, filters=4, updates=1, meta_lr_schedule="cosine")
+    opt = alg.meta_optimizer()([{"params": [torch.zeros(1, requires_grad=True)]}])
+    schedule = alg.meta_schedule()(opt, 4)
+    rates = []
+    for _ in range(4):
+        opt.step()
+        schedule.step()
+        rates.append(opt.param_groups[0]["lr"])
+    assert rates[0] < 1e-3 and abs(rates[-1]) < 1e-12 and rates == sorted(rates, reverse=True)
+    assert MetaLSTM().meta_schedule() is None  # the paper's constant rate by default
+    info = alg.fit(data, ctx).fit_info_
+    assert any("cosine schedule" in d for d in info["deviations"])

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mtbench import FitData, RunContext, Support, hookimpl
-from mtbench.train import OptimizerFactory
+from mtbench.train import OptimizerFactory, ScheduleFactory, cosine_schedule
 
 from .functional import InnerLoop, Params, call
 from .meta_learner import AdaptedPredictor, GradientMetaLearner
@@ -145,13 +145,14 @@ class MetaLSTM(GradientMetaLearner):
     constraints = {"meta_iterations": ">= 1", "meta_batch": ">= 1", "updates": ">= 1", "test_updates": ">= 1",
                    "filters": ">= 1", "hidden": ">= 1", "meta_lr": "> 0", "grad_clip": "> 0", "train_query": ">= 1",
                    "bn": ("transductive",), "validate_every": ">= 0", "val_episodes": ">= 1",
-                   "input_gate_bias": "< 0"}
+                   "input_gate_bias": "< 0", "meta_lr_schedule": ("constant", "cosine")}
 
     def __init__(self, backbone: str = "conv4-maml", filters: int = 32, hidden: int = 20,
                  meta_iterations: int = 50_000, meta_batch: int | None = None, updates: int | None = None,
                  test_updates: int | None = None, meta_lr: float = 1e-3, grad_clip: float = 0.25,
                  train_query: int = 5, bn: str = "transductive", validate_every: int = 250,
-                 val_episodes: int = 100, input_gate_bias: float = INPUT_GATE_BIAS, keep_best: bool = True) -> None:
+                 val_episodes: int = 100, input_gate_bias: float = INPUT_GATE_BIAS, keep_best: bool = True,
+                 meta_lr_schedule: str = "constant") -> None:
         self.backbone = backbone
         self.filters = filters
         self.hidden = hidden
@@ -167,6 +168,7 @@ class MetaLSTM(GradientMetaLearner):
         self.val_episodes = val_episodes
         self.input_gate_bias = input_gate_bias
         self.keep_best = keep_best
+        self.meta_lr_schedule = meta_lr_schedule
 
     def settings(self, n_way: int) -> dict[str, Any]:
         paper = paper_settings(n_way, self.k_shot_)
@@ -194,6 +196,10 @@ class MetaLSTM(GradientMetaLearner):
     def meta_optimizer(self) -> OptimizerFactory:
         return lambda groups: torch.optim.Adam(groups, lr=self.meta_lr)
 
+    def meta_schedule(self) -> ScheduleFactory | None:
+        """The paper's constant meta learning rate, or a cosine decay to 0 over the budget (``"cosine"``)."""
+        return cosine_schedule if self.meta_lr_schedule == "cosine" else None
+
     def meta_loss(self, tasks: list) -> torch.Tensor:
         """Mean query loss after the learned updates, back-propagated task by task (one graph alive)."""
         start = dict(self.model_.named_parameters())
@@ -217,6 +223,8 @@ class MetaLSTM(GradientMetaLearner):
                                   f"{self.input_gate_bias + 0.5:g}] (paper: [-5, -4]; a first step of "
                                   f"about {torch.sigmoid(torch.tensor(self.input_gate_bias)).item():.2g} x gradient)"]
                                  if self.input_gate_bias != INPUT_GATE_BIAS else []),
+                               *([f"meta learning rate {self.meta_lr:g} on a cosine schedule to 0 (paper: "
+                                  "constant)"] if self.meta_lr_schedule == "cosine" else []),
                                f"{self.train_query} query examples per class in training (paper: 15)",
                                f"{self.meta_iterations} episodes of meta-training (paper: 50,000)"]}
 
