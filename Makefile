@@ -63,7 +63,10 @@ leaderboards: install
 			--output leaderboards/$$s/report.html || exit 1; \
 	done
 	# the paired comparisons the crossdomain question rests on (README: "Does fine-tuning beat meta-learning ...")
-	{ for pair in "finetune protonet" "finetune meta-baseline" "baseline-pp finetune" "dann dann-no-adversary"; do \
+	{ for pair in "finetune protonet" "finetune meta-baseline" "baseline-pp finetune" "dann dann-no-adversary" \
+		"finetune matchingnet" "finetune relationnet" "finetune memory" "finetune meta-lstm" "finetune anil" \
+		"maml finetune" "maml-bn-support finetune" "reptile finetune" "meta-sgd finetune" "maml maml-bn-support" \
+		"finetune-all finetune" "maml-bn-support finetune-all" "reptile baseline-pp"; do \
 		$(BIN)/mtbench compare -r leaderboards/crossdomain/results --suite crossdomain $$pair || exit 1; echo; \
 	done; } > leaderboards/crossdomain/comparisons.txt
 	# the MAML family re-run after issue 11 (task-by-task back-propagation, default memory layout), paired with
