@@ -145,3 +145,26 @@ def test_meta_lr_schedule_cosine_decays_to_zero_and_is_recorded():
     assert MetaLSTM().meta_schedule() is None  # the paper's constant rate by default
     info = alg.fit(data, ctx).fit_info_
     assert any("cosine schedule" in d for d in info["deviations"])
+
+
+def test_a_meta_batch_above_one_averages_its_tasks_and_the_episode_count_is_recorded():
+    """meta_batch = 2: the meta-gradient is the mean of the two tasks' (so the count is not hidden in a larger
+    step), and the result says how many episodes trained in all (meta-iterations x meta-batch)."""
+    data = synthetic_fit_data()
+    ctx = RunContext(torch.device("cpu"), plugins=load_plugins())
+    torch.manual_seed(0)
+    alg = MetaLSTM(meta_iterations=2, meta_batch=2, validate_every=0, filters=4, updates=2, grad_clip=1e9)
+    info = alg.fit(data, ctx).fit_info_
+    assert any("4 episodes of meta-training (2 meta-iterations of 2" in d for d in info["deviations"])
+    assert any("meta-batch of 2 episodes (paper: 1)" in d for d in info["deviations"])
+    tasks = next(iter(alg.meta_batches(data, ctx)))
+    assert len(tasks) == 2
+
+    def grads(batch):
+        for p in alg.meta_parameters():
+            p.grad = None
+        alg.meta_loss(batch)
+        return [p.grad.clone() for p in alg.meta_parameters()]
+
+    both, first, second = grads(tasks), grads(tasks[:1]), grads(tasks[1:])
+    assert all(torch.allclose(b, (f + s) / 2, atol=1e-6) for b, f, s in zip(both, first, second))

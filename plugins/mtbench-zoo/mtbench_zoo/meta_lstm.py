@@ -226,7 +226,8 @@ class MetaLSTM(GradientMetaLearner):
                                *([f"meta learning rate {self.meta_lr:g} on a cosine schedule to 0 (paper: "
                                   "constant)"] if self.meta_lr_schedule == "cosine" else []),
                                f"{self.train_query} query examples per class in training (paper: 15)",
-                               f"{self.meta_iterations} episodes of meta-training (paper: 50,000)"]}
+                               f"{self.meta_iterations * s['meta_batch']} episodes of meta-training "
+                               f"({self.meta_iterations} meta-iterations of {s['meta_batch']}; paper: 50,000 of 1)"]}
 
     def fit(self, data: FitData, ctx: RunContext) -> "MetaLSTM":
         """Meta-train; with ``keep_best``, keep the learner and meta-learner of the best validation score (early
