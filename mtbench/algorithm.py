@@ -19,6 +19,9 @@ Embed-once evaluation (opt-in, for adaptation that only reads a frozen embedding
   ``adapt_embedded(support, ctx)`` adapts to a support set whose ``x`` holds embeddings and returns an
   :class:`EmbeddedPredictor` (``predict_proba`` of query *embeddings*). The evaluation then embeds each test
   image once per fit, and each episode indexes into those embeddings.
+* Where adaptation is a fixed function of the embeddings (no training, no randomness: prototypes, attention),
+  ``adapts_embedded_in_batches()`` may return True and ``adapt_embedded_batch(support, ctx)`` adapt to many
+  episodes at once (``support.x`` [E, S, D]); then the per-episode cost is a share of a few tensor operations.
 """
 from __future__ import annotations
 
@@ -181,6 +184,19 @@ class Algorithm(HasParams):
         other images of the batch (no batch statistics).
         """
         raise NotImplementedError(f"{type(self).__name__} does not implement embed_images")
+
+    def adapts_embedded_in_batches(self) -> bool:
+        """True when :meth:`adapt_embedded_batch` is implemented (embed-once evaluation then adapts to blocks of
+        episodes at once). Only for adaptation that uses no randomness: the evaluation does not reseed per
+        episode in a block. The results must equal :meth:`adapt_embedded` episode by episode (conformance kit).
+        Default False."""
+        return False
+
+    def adapt_embedded_batch(self, support: Support, ctx: "RunContext") -> EmbeddedPredictor:
+        """:meth:`adapt_embedded` for E episodes at once: ``support.x`` [E, S, ...] embeddings, ``support.y`` [S]
+        labels (the same class-major order in every episode). The predictor's ``predict_proba`` takes query
+        embeddings [E, Q, ...] and returns probabilities [E, Q, n_way]."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement adapt_embedded_batch")
 
     def adapt_embedded(self, support: Support, ctx: "RunContext") -> EmbeddedPredictor:
         """Adapt to a support set whose ``x`` holds embeddings (``support.y``, ``support.n_way`` as usual).

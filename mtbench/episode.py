@@ -99,6 +99,22 @@ class EpisodeSampler:
             seed=self.seed,
         ), identity
 
+    def indices_many(self, indices: range) -> tuple[np.ndarray, np.ndarray, list[bytes]]:
+        """:meth:`indices` of several episodes, stacked: classes [E, n_way], rows [E, n_way, k_shot + n_query]
+        and each episode's identity bytes (those of :meth:`draw`). No tensor is made per episode."""
+        drawn = [self.indices(i) for i in indices]
+        identities = [classes.tobytes() + rows.tobytes() for classes, rows in drawn]
+        shape = (0, self.n_way)
+        classes = np.stack([c for c, _ in drawn]) if drawn else np.empty(shape, dtype=np.int64)
+        rows = np.stack([r for _, r in drawn]) if drawn else np.empty((*shape, self.k_shot + self.n_query), np.int64)
+        return classes, rows, identities
+
+    def labels(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Support and query labels [n_way * k_shot], [n_way * n_query]: the same class-major order in every
+        episode."""
+        ways = torch.arange(self.n_way)
+        return ways.repeat_interleave(self.k_shot), ways.repeat_interleave(self.n_query)
+
     def draw_rows(self, index: int) -> tuple["EpisodeRows", bytes]:
         """Episode ``index`` as row numbers of the split (no image is copied) and the bytes of :meth:`draw`."""
         classes, rows = self.indices(index)

@@ -10,9 +10,12 @@ Two paths give the same numbers:
   is embedded once per fit, in batches, and each episode indexes into those embeddings by row
   (``adapt_embedded`` / ``predict_proba`` of embeddings). Its cost barely grows with the episode count.
   The embeddings are kept for the next cell of the same fit (same fitted state, hyperparameters and test
-  split: other protocols of a suite), so a test image is embedded at most once per fit.
+  split: other protocols of a suite), so a test image is embedded at most once per fit. Where the
+  adaptation is a fixed function of the embeddings (``Algorithm.adapts_embedded_in_batches``: prototypes),
+  blocks of episodes are adapted and scored at once, so that what is left per episode is drawing it.
 
-``adapt_ms`` times what is done per episode: on the embed-once path that excludes embedding, whose
+``adapt_ms`` times what is done per episode (in blocks: the block's time over its episodes): on the
+embed-once path that excludes embedding, whose
 total is ``embed_s`` (``embedded_images`` new ones, ``reused_embeddings`` from an earlier cell of the
 fit); ``adapt_path`` in the timings says which path produced a result.
 """
@@ -24,11 +27,12 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 
 from .algorithm import Algorithm
 from .context import RunContext
-from .episode import EpisodeRows, EpisodeSampler, Support, make_sampler
+from .episode import EpisodeSampler, Support, make_sampler
 
 if TYPE_CHECKING:
     from .plugins import Plugins
@@ -38,7 +42,10 @@ if TYPE_CHECKING:
 # activations in cache (2 threads, 28x28: 0.11 ms per image at 32-75 images, 0.25 at 128-512).
 EMBED_BATCH = {"cpu": 64}
 EMBED_BATCH_DEFAULT = 512
-PER_EPISODE, EMBED_ONCE = "per-episode", "embed-once"
+PER_EPISODE, EMBED_ONCE, EMBED_ONCE_BATCHED = "per-episode", "embed-once", "embed-once, episodes in blocks"
+# Episodes adapted at once when an algorithm adapts to embeddings in batches: enough to make the per-episode
+# share of each tensor operation negligible, few enough that a block's distance tensors stay small.
+EPISODE_BLOCK = 256
 
 
 def evaluate(alg: Algorithm, cell: "Cell", test: Any, ctx: RunContext, plugins: "Plugins",
@@ -80,29 +87,41 @@ def _embed_once(alg: Algorithm, cell: "Cell", sampler: EpisodeSampler, ctx: RunC
                 device: torch.device, label: str) -> tuple[list[list[Any]], dict[str, Any]]:
     fingerprint = hashlib.sha256()
     start = time.perf_counter()
-    drawn: list[EpisodeRows] = []
-    for index in range(cell.n_episodes):
-        rows, identity = sampler.draw_rows(index)
+    _, rows, identities = sampler.indices_many(range(cell.n_episodes))  # rows [E, n_way, k_shot + n_query]
+    for identity in identities:
         fingerprint.update(identity)
-        drawn.append(rows)
+    rows_t = torch.from_numpy(rows)
+    support_rows = rows_t[:, :, : cell.k_shot].reshape(len(rows_t), -1)
+    query_rows = rows_t[:, :, cell.k_shot:].reshape(len(rows_t), -1)
+    support_y, query_y = sampler.labels()
     t0 = time.perf_counter()
     store = _store_for(alg, sampler.data, device)
     before = store.count
-    needed = torch.unique(torch.cat([torch.cat((r.support, r.query)) for r in drawn]))
+    needed = torch.from_numpy(np.unique(rows))
     z, position = store.embed(alg, needed, ctx, device, label)
     embed_s = time.perf_counter() - t0
     scorer = _Scorer(metrics)
+    batched = alg.adapts_embedded_in_batches()
+    block = EPISODE_BLOCK if batched else 1
     with ctx.progress(label, cell.n_episodes) as advance:
-        for index, rows in enumerate(drawn):
-            support_z, query_z = z[position[rows.support]], z[position[rows.query]]
-            seed_episode(cell.seed * 1_000_003 + index, device)  # the same per-episode randomness as adapt()
-            t1 = time.perf_counter()
-            predictor = alg.adapt_embedded(Support(support_z, rows.support_y.to(device), cell.n_way), ctx)
-            output = predictor.predict_proba(query_z)
-            scorer.add(index, rows.query_y, output, _elapsed_ms(t1, device))
-            advance(1)
-    extra = {"adapt_path": EMBED_ONCE, "embed_s": round(embed_s, 3), "embedded_images": store.count - before,
-             "reused_embeddings": len(needed) - (store.count - before)}
+        for first in range(0, cell.n_episodes, block):
+            s_rows, q_rows = support_rows[first:first + block], query_rows[first:first + block]
+            if batched:
+                t1 = time.perf_counter()
+                predictor = alg.adapt_embedded_batch(Support(z[position[s_rows]], support_y.to(device), cell.n_way),
+                                                     ctx)
+                output = predictor.predict_proba(z[position[q_rows]])
+                ms = _elapsed_ms(t1, device) / len(s_rows)
+                scorer.add_many(first, query_y.expand(len(s_rows), -1), output, ms)
+            else:
+                seed_episode(cell.seed * 1_000_003 + first, device)  # the same per-episode randomness as adapt()
+                t1 = time.perf_counter()
+                predictor = alg.adapt_embedded(Support(z[position[s_rows[0]]], support_y.to(device), cell.n_way), ctx)
+                output = predictor.predict_proba(z[position[q_rows[0]]])
+                scorer.add(first, query_y, output, _elapsed_ms(t1, device))
+            advance(len(s_rows))
+    extra = {"adapt_path": EMBED_ONCE_BATCHED if batched else EMBED_ONCE, "embed_s": round(embed_s, 3),
+             "embedded_images": store.count - before, "reused_embeddings": len(needed) - (store.count - before)}
     return scorer.rows, _info(fingerprint, cell, start, scorer, extra)
 
 
@@ -198,6 +217,15 @@ class _Scorer:
         y, out = y.cpu(), output.detach().cpu()
         for metric in self.metrics:
             self.rows.append([index, metric.name, metric(y, out), round(ms, 3)])
+
+    def add_many(self, first: int, y: torch.Tensor, output: torch.Tensor, ms: float) -> None:
+        """Episodes ``first``, ``first + 1``, ... at once: ``y`` [E, Q], ``output`` [E, Q, C]; ``ms`` each."""
+        y, out = y.cpu(), output.detach().cpu()
+        values = [metric.many(y, out) for metric in self.metrics]
+        self.adapt_ms.extend([ms] * len(y))
+        for offset in range(len(y)):
+            for metric, column in zip(self.metrics, values):
+                self.rows.append([first + offset, metric.name, column[offset], round(ms, 3)])
 
 
 def _elapsed_ms(t0: float, device: torch.device) -> float:

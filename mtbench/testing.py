@@ -213,10 +213,30 @@ def check_embed_once_matches_adapt(algorithm: Algorithm) -> None:
         assert torch.equal(direct.argmax(1), embedded.argmax(1))
 
 
+def check_batched_adaptation_matches_per_episode(algorithm: Algorithm) -> None:
+    """Algorithms that adapt to blocks of episodes at once (``adapts_embedded_in_batches``) give each episode
+    exactly what ``adapt_embedded`` gives it alone: same probabilities, bit for bit."""
+    ctx = _context()
+    for n_way, k_shot in ((5, 1), (5, 5)):
+        alg = _fitted(algorithm, n_way, k_shot)
+        if not (alg.embeds_once() and alg.adapts_embedded_in_batches()):
+            return
+        episodes = [_episode(n_way, k_shot, i) for i in range(4)]
+        support_z = torch.stack([alg.embed_images(ep.support_x, ctx) for ep in episodes])
+        query_z = torch.stack([alg.embed_images(ep.query_x, ctx) for ep in episodes])
+        y = episodes[0].support_y
+        assert all(torch.equal(ep.support_y, y) for ep in episodes), "episodes differ in label order"
+        batch = alg.adapt_embedded_batch(Support(support_z, y, n_way), ctx).predict_proba(query_z)
+        assert batch.shape == (len(episodes), *query_z.shape[1:2], n_way), f"batch shape {tuple(batch.shape)}"
+        for i in range(len(episodes)):
+            alone = alg.adapt_embedded(Support(support_z[i], y, n_way), ctx).predict_proba(query_z[i])
+            assert torch.equal(batch[i], alone), f"episode {i} of a block differs from adapt_embedded alone"
+
+
 CHECKS: tuple[Callable[[Algorithm], None], ...] = (
     check_init_stores_params_only, check_clone_roundtrip, check_fit_returns_self, check_predict_proba_contract,
     check_adapt_does_not_mutate, check_seed_determinism, check_query_independence, check_beats_chance,
-    check_fitted_state_roundtrip, check_embed_once_matches_adapt,
+    check_fitted_state_roundtrip, check_embed_once_matches_adapt, check_batched_adaptation_matches_per_episode,
 )
 
 

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from mtbench import FitData, RunContext
-from mtbench.evaluation import EMBED_ONCE, PER_EPISODE, evaluate, forget_embeddings
+from mtbench import evaluation
+from mtbench.evaluation import EMBED_ONCE, EMBED_ONCE_BATCHED, PER_EPISODE, evaluate, forget_embeddings
 from mtbench.runner import plan_cells
 
 N_EPISODES = 25
@@ -38,7 +39,8 @@ def both_paths(plugins, ctx, cell, test, alg):
 def test_embed_once_gives_the_per_episode_rows(plugins, tmp_path, name, shots):
     ctx, cell, test, alg = fitted_cells(plugins, tmp_path, name, shots)
     (rows, info), (fast_rows, fast_info) = both_paths(plugins, ctx, cell, test, alg)
-    assert info["timings"]["adapt_path"] == PER_EPISODE and fast_info["timings"]["adapt_path"] == EMBED_ONCE
+    fast_path = EMBED_ONCE_BATCHED if name == "protonet" else EMBED_ONCE
+    assert info["timings"]["adapt_path"] == PER_EPISODE and fast_info["timings"]["adapt_path"] == fast_path
     assert fast_info["digest"] == info["digest"] and fast_info["count"] == info["count"] == N_EPISODES
     assert [r[:2] for r in fast_rows] == [r[:2] for r in rows]
     accuracy = [(r[2], f[2]) for r, f in zip(rows, fast_rows) if r[1] == "accuracy"]
@@ -83,3 +85,28 @@ def test_cells_of_one_fit_share_embeddings_and_a_changed_fit_does_not(plugins, t
         next(alg.encoder_.parameters()).add_(1.0)  # another fit: nothing may be reused
     _, third = evaluate(alg, five_shot, test, ctx, plugins, ctx.device)
     assert third["timings"]["reused_embeddings"] == 0
+
+
+def test_episodes_in_blocks_give_each_episode_its_own_rows_exactly(plugins, tmp_path, monkeypatch):
+    """ProtoNet adapts to blocks of episodes at once: every row (accuracy and NLL) equals the one-episode-at-a-time
+    embed-once path's bit for bit, across block boundaries (blocks of 7 over 25 episodes) and at 5 shots."""
+    ctx, cell, test, alg = fitted_cells(plugins, tmp_path, "protonet", 5)
+    monkeypatch.setattr(evaluation, "EPISODE_BLOCK", 7)
+    forget_embeddings()
+    rows, info = evaluate(alg, cell, test, ctx, plugins, ctx.device)
+    alg.adapts_embedded_in_batches = lambda: False
+    single_rows, single = evaluate(alg, cell, test, ctx, plugins, ctx.device)
+    assert info["timings"]["adapt_path"] == EMBED_ONCE_BATCHED and single["timings"]["adapt_path"] == EMBED_ONCE
+    assert info["digest"] == single["digest"] and len(rows) == len(single_rows) == 2 * N_EPISODES
+    assert [r[:3] for r in rows] == [r[:3] for r in single_rows]
+    assert len({r[2] for r in rows if r[1] == "accuracy"}) > 1  # real episodes, not one repeated
+
+
+def test_a_metric_over_many_episodes_equals_it_episode_by_episode(plugins):
+    torch.manual_seed(0)
+    proba = torch.softmax(torch.randn(9, 30, 5), dim=2)
+    y = torch.randint(0, 5, (9, 30))
+    for name in ("accuracy", "nll"):
+        metric = plugins.metrics.get(name)
+        assert metric.many(y, proba) == [metric(y[i], proba[i]) for i in range(9)]
+    assert plugins.metrics.get("accuracy").episodes_fn is not None  # the batched form is what was compared

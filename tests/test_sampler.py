@@ -81,3 +81,20 @@ def test_uint8_images_are_scaled():
     data = LabeledImages(torch.full((4, 1, 2, 2), 255, dtype=torch.uint8), torch.tensor([0, 0, 1, 1]), ("a", "b"))
     ep = EpisodeSampler(data, 2, 1, 1, seed=0)[0]
     assert ep.support_x.dtype == torch.float32 and float(ep.support_x.max()) == 1.0
+
+
+def test_a_block_of_episodes_is_the_episodes_drawn_one_by_one():
+    """indices_many (embed-once evaluation) stacks exactly what draw gives each episode: its rows, its identity
+    bytes (the results' digest) and the shared class-major labels, also with uneven classes."""
+    sampler = EpisodeSampler(make_split(uneven=True), 4, 2, 3, seed=3)
+    classes, rows, identities = sampler.indices_many(range(5, 12))
+    support_y, query_y = sampler.labels()
+    assert classes.shape == (7, 4) and rows.shape == (7, 4, 5) and len(identities) == 7
+    for offset, index in enumerate(range(5, 12)):
+        episode_rows, identity = sampler.draw_rows(index)
+        assert identities[offset] == identity and tuple(classes[offset]) == episode_rows.classes
+        assert torch.equal(torch.from_numpy(rows[offset, :, :2]).reshape(-1), episode_rows.support)
+        assert torch.equal(torch.from_numpy(rows[offset, :, 2:]).reshape(-1), episode_rows.query)
+        assert torch.equal(support_y, episode_rows.support_y) and torch.equal(query_y, episode_rows.query_y)
+    empty = sampler.indices_many(range(0))
+    assert empty[1].shape == (0, 4, 5) and empty[2] == []

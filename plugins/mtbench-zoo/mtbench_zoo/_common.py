@@ -34,6 +34,19 @@ def squared_distances(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a.pow(2).sum(1, keepdim=True) - 2 * a @ b.T + b.pow(2).sum(1)[None]).clamp_min(0)
 
 
+def class_means_batch(z: torch.Tensor, y: torch.Tensor, n_way: int) -> torch.Tensor:
+    """:func:`class_means` of E episodes at once: ``z`` [E, S, D], labels ``y`` [S] shared by the episodes;
+    the same additions in the same order, so each episode's prototypes are exactly :func:`class_means`'s."""
+    sums = torch.zeros(z.shape[0], n_way, z.shape[2], device=z.device, dtype=z.dtype).index_add_(1, y, z)
+    counts = torch.bincount(y, minlength=n_way).clamp_min(1).to(z.dtype)
+    return sums / counts[:, None]
+
+
+def squared_distances_batch(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """:func:`squared_distances` of E episodes at once: ``a`` [E, Q, D], ``b`` [E, N, D] -> [E, Q, N]."""
+    return (a.pow(2).sum(2, keepdim=True) - 2 * a @ b.transpose(1, 2) + b.pow(2).sum(2)[:, None]).clamp_min(0)
+
+
 def episodes_on(sampler: EpisodeSampler, ctx: RunContext) -> Iterator:
     """Training episodes 0, 1, 2, ... on the run's device."""
     return (sampler[i].to(ctx.device) for i in itertools.count())
@@ -63,6 +76,18 @@ class HeadPredictor:
     def predict_proba(self, z: torch.Tensor) -> torch.Tensor:
         out = self.head(z)
         return F.softmax(out, dim=1) if self.returns_logits else out
+
+
+@dataclass(frozen=True)
+class BatchHeadPredictor:
+    """:class:`HeadPredictor` of E episodes at once: ``head`` maps query embeddings [E, Q, D] to logits
+    [E, Q, N], softmax over the classes."""
+
+    head: Callable[[torch.Tensor], torch.Tensor]
+
+    @torch.no_grad()
+    def predict_proba(self, z: torch.Tensor) -> torch.Tensor:
+        return F.softmax(self.head(z), dim=2)
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,8 @@ import torch.nn.functional as F
 
 from mtbench import Algorithm, FitData, RunContext, Support, Target, fit_loop, hookimpl
 
-from ._common import (FrozenEmbedding, HeadPredictor, class_means, episodes_on, nearest_centroid_accuracy,
-                      squared_distances)
+from ._common import (BatchHeadPredictor, FrozenEmbedding, HeadPredictor, class_means, class_means_batch,
+                      episodes_on, nearest_centroid_accuracy, squared_distances, squared_distances_batch)
 
 
 class ProtoNet(FrozenEmbedding, Algorithm):
@@ -88,6 +88,14 @@ class ProtoNet(FrozenEmbedding, Algorithm):
     def adapt_embedded(self, support: Support, ctx: RunContext) -> HeadPredictor:
         protos = class_means(support.x, support.y, support.n_way)
         return HeadPredictor(lambda z: -squared_distances(z, protos))
+
+    def adapts_embedded_in_batches(self) -> bool:
+        return True
+
+    def adapt_embedded_batch(self, support: Support, ctx: RunContext) -> BatchHeadPredictor:
+        """Prototypes of E episodes at once (support.x [E, S, D]); queries [E, Q, D] -> probabilities [E, Q, N]."""
+        protos = class_means_batch(support.x, support.y, support.n_way)
+        return BatchHeadPredictor(lambda z: -squared_distances_batch(z, protos))
 
 
 @hookimpl
