@@ -8,7 +8,8 @@ order, then first order.
 * reference: a plain loop over the 32 tasks, written here with ``F.conv2d`` and ``F.batch_norm``, that calls
   ``torch.autograd.grad`` on each task's loss and accumulates the meta-gradient, so one task's graph is alive
   at a time;
-* ``loop``, ``grouped`` at every chunk size (tasks per backward pass) and, with ``--vmap``, ``vmap``:
+* ``loop``, ``grouped`` at every chunk size (tasks per backward pass), ``grouped-<chunk>x<workers>`` (chunks
+  side by side on worker threads of one core each) and, with ``--vmap``, ``vmap``:
   ``mtbench_zoo.functional.meta_gradient``.
 
 Every measurement runs in a fresh process with the given number of threads. Extra peak memory: on CPU the
@@ -18,6 +19,7 @@ float32 error: ``|g32 - g64| / |g64|`` over the whole meta-gradient vector, g64 
 float64 on the same weights and episodes. ``vs ref`` is reference seconds / strategy seconds (> 1: faster).
 
     python benchmarks/maml_step.py [--device cpu|cuda] [--threads 1 2] [--repeats 3] [--chunks 1 2 4 8 16 32]
+                                   [--workers 1 2]
                                    [--vmap] [--tf32] [--cudnn default|deterministic|off]
 
 On CUDA, float32 is IEEE float32 (TF32 off), as in mtbench's runs (mtbench/precision.py); ``--tf32`` measures
@@ -96,8 +98,9 @@ def implementation(name: str):
     if name == "reference":
         return reference_meta_gradient
     strategy, _, chunk = name.partition("-")
+    chunk, _, workers = chunk.partition("x")  # grouped-4x2: chunks of 4 tasks, 2 worker threads
     return lambda model, tasks, first_order: plugin_meta_gradient(
-        model, tasks, first_order, Strategy(strategy, int(chunk) if chunk else None))
+        model, tasks, first_order, Strategy(strategy, int(chunk) if chunk else None, workers=int(workers or 1)))
 
 
 def rss_mb(field: str) -> float:
@@ -155,6 +158,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--chunks", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32])
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2],
+                        help="grouped's worker threads (one core each; only counts up to --threads are run)")
     parser.add_argument("--vmap", action="store_true", help="also time vmap (slow on CPU)")
     parser.add_argument("--tf32", action="store_true",
                         help="let CUDA run float32 convolutions in TF32 (torch's default; mtbench runs never do)")
@@ -171,7 +176,7 @@ def main() -> None:
         torch.set_num_threads(args.threads[0])
         print(json.dumps(measure(args.child[0], args.child[1], device, args.repeats)))
         return
-    impls = ["reference", "loop", *(f"grouped-{c}" for c in args.chunks), *(["vmap"] if args.vmap else [])]
+    grouped = [f"grouped-{c}" + (f"x{w}" if w > 1 else "") for w in args.workers for c in args.chunks]
     print(f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}), torch "
           f"{torch.__version__}; {WAYS}-way {SHOTS}-shot, {QUERY} queries per class, meta-batch {META_BATCH}, "
           f"conv4-maml (64 filters), {args.repeats} repeats; default grouped chunk {DEFAULT_CHUNK}; float32 "
@@ -182,6 +187,8 @@ def main() -> None:
               f"{f' (chunk {auto.chunk_size})' if auto.chunk_size else ''}: {auto.reason}")
         print(f"{'setting':13} {'strategy':11} {'seconds':>8} {'vs ref':>7} {'extra MB':>9} {'vs ref':>7} "
               f"{'f32 error':>10}")
+        impls = ["reference", "loop", *(g for g in grouped if int(g.partition("x")[2] or 1) <= threads),
+                 *(["vmap"] if args.vmap else [])]
         for setting in SETTINGS:
             ref = None
             for impl in impls:

@@ -106,16 +106,34 @@ def test_auto_strategy_by_device_threads_and_memory_and_grouped_needs_a_grouped_
     from mtbench_zoo.functional import DEFAULT_CHUNK, resolve_strategy
     cpu = torch.device("cpu")
     two = resolve_strategy("auto", cpu, tiny_model(), threads=2)
-    assert (two.name, two.chunk_size) == ("grouped", DEFAULT_CHUNK) and "2 threads" in two.reason
+    assert (two.name, two.chunk_size, two.workers) == ("grouped", DEFAULT_CHUNK, 2) and "2 threads" in two.reason
     assert resolve_strategy("auto", cpu, tiny_model(), threads=1).name == "loop"
-    budget = resolve_strategy("auto", cpu, tiny_model(), threads=2, max_memory_mb=100, task_mb=30)
-    assert budget.chunk_size == 3 and "max_memory_mb=100" in budget.reason
+    budget = resolve_strategy("auto", cpu, tiny_model(), threads=2, max_memory_mb=200, task_mb=30)
+    assert budget.chunk_size == 3 and "max_memory_mb=200" in budget.reason  # 2 chunks of 3 tasks at once
+    assert resolve_strategy("grouped", cpu, tiny_model(), threads=1).workers == 1
     assert resolve_strategy("grouped", cpu, tiny_model(), chunk_size=5).chunk_size == 5
     mlp = MetaModel(MLP((1,), (8,)), 1)
     assert resolve_strategy("auto", cpu, mlp, threads=2).name == "loop"
     assert resolve_strategy("auto", torch.device("cuda"), tiny_model()).name == "vmap"
     with pytest.raises(ValueError, match="grouped operations"):
         resolve_strategy("grouped", cpu, mlp)
+
+
+@pytest.mark.parametrize("first_order", [False, True])
+def test_grouped_chunks_side_by_side_give_the_same_numbers_and_restore_the_threads(first_order):
+    """Two worker threads taking chunks: the meta-gradient is bit for bit the one-worker one (chunks are summed
+    in their order), and torch's thread count is what it was before."""
+    from mtbench_zoo.functional import Strategy, meta_gradient
+    torch.manual_seed(0)
+    model = tiny_model(torch.float32)  # float32: a different order of summation would show
+    params = dict(model.named_parameters())
+    tasks = tiny_tasks(7, torch.float32)
+    inner = InnerLoop(F.cross_entropy, 2, 0.3)
+    threads = torch.get_num_threads()
+    one = meta_gradient(model, params, tasks, inner, first_order, Strategy("grouped", 2))
+    two = meta_gradient(model, params, tasks, inner, first_order, Strategy("grouped", 2, workers=2))
+    assert torch.equal(one[0], two[0]) and all(torch.equal(one[1]["params"][n], two[1]["params"][n]) for n in params)
+    assert torch.get_num_threads() == threads
 
 
 @pytest.mark.parametrize("strategy", ["loop", "grouped-1", "grouped-3", "grouped", "vmap"])

@@ -22,6 +22,7 @@ recorded opt-in.
 """
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
@@ -201,14 +202,17 @@ def _task_query_loss_functional(model: nn.Module, inner: InnerLoop, first_order:
 @dataclass(frozen=True)
 class Strategy:
     """How a meta-batch is evaluated: ``name`` loop, grouped or vmap; for grouped, ``chunk_size`` tasks per
-    backward pass (None: the whole meta-batch); ``reason`` says why ``auto`` chose it (recorded)."""
+    backward pass (None: the whole meta-batch) and ``workers`` threads that take chunks side by side, each
+    running its operations on one core (1: chunk after chunk on all cores); ``reason`` says why ``auto`` chose
+    it (recorded)."""
 
     name: str
     chunk_size: int | None = None
     reason: str = ""
+    workers: int = 1
 
     def as_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "chunk_size": self.chunk_size, "reason": self.reason}
+        return {"name": self.name, "chunk_size": self.chunk_size, "reason": self.reason, "workers": self.workers}
 
 
 def task_query_loss(model: nn.Module, params: Params, ep, inner: InnerLoop, first_order: bool) -> torch.Tensor:
@@ -259,16 +263,41 @@ def meta_gradient(model: nn.Module, params: Params, tasks: list, inner: InnerLoo
         raise ValueError(f"unknown strategy {strategy.name!r}; use loop, grouped or vmap")
     lr_params = lr_params or {}
     wrt = [*params.values(), *lr_params.values()]
+
+    def chunk_gradient(chunk: list) -> tuple[torch.Tensor, tuple[torch.Tensor | None, ...]]:
+        value = piece(chunk) * (len(chunk) / len(tasks))  # each chunk's share of the mean
+        return value.detach(), torch.autograd.grad(value, wrt, allow_unused=True)
+
     total = [torch.zeros_like(p) for p in wrt]
     loss = torch.zeros((), dtype=wrt[0].dtype, device=wrt[0].device)
-    for chunk in chunks:
-        value = piece(chunk) * (len(chunk) / len(tasks))  # each chunk's share of the mean
-        for acc, g in zip(total, torch.autograd.grad(value, wrt, allow_unused=True)):
+    parallel = strategy.name == "grouped" and strategy.workers > 1 and len(chunks) > 1 and wrt[0].device.type == "cpu"
+    # Chunks are summed in their order whichever worker computed them: the same numbers as one worker.
+    for value, grads in (_side_by_side(chunk_gradient, chunks, strategy.workers) if parallel
+                         else map(chunk_gradient, chunks)):
+        for acc, g in zip(total, grads):
             if g is not None:
                 acc.add_(g)
-        loss = loss + value.detach()
+        loss = loss + value
     grads = dict(zip([*params, *(f"lr:{n}" for n in lr_params)], total))
     return loss, {"params": {n: grads[n] for n in params}, "lr": {n: grads[f"lr:{n}"] for n in lr_params}}
+
+
+def _side_by_side(work: Callable, chunks: list, workers: int) -> list:
+    """``[work(c) for c in chunks]`` on ``workers`` threads, each running its operations on one core.
+
+    On the CPU, one grouped chunk does not keep two cores busy (small convolutions, many small operations),
+    while two chunks at once, one per core, do. Only grouped runs here: it reads the model's parameters from
+    the dict it is given, never swapping them into the modules, so threads do not interfere. torch's
+    intra-op thread count is process-wide (and OpenMP's is per thread: each worker sets its own): it is set to 1
+    for the step and restored after.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(workers, initializer=torch.set_num_threads, initargs=(1,)) as pool:
+            return list(pool.map(work, chunks))
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _vmap_meta_gradient(model: nn.Module, params: Params, tasks: list, inner: InnerLoop, first_order: bool,
@@ -344,13 +373,16 @@ def resolve_strategy(strategy: str, device: torch.device, model: nn.Module | Non
         if not grouped_ok:
             raise ValueError("strategy 'grouped' needs a backbone with grouped operations (conv4-maml); "
                              "use strategy=loop or auto")
+        workers = threads if device.type == "cpu" else 1
+        side = f"; {workers} chunks side by side, one core each" if workers > 1 else ""
         if chunk_size:
-            return Strategy("grouped", chunk_size, f"{why}; chunk_size={chunk_size}")
+            return Strategy("grouped", chunk_size, f"{why}; chunk_size={chunk_size}{side}", workers)
         if max_memory_mb and task_mb:
-            chunk = max(1, int(max_memory_mb // task_mb))
+            chunk = max(1, int(max_memory_mb // (task_mb * workers)))
             return Strategy("grouped", chunk, f"{why}; {chunk} tasks per chunk: {task_mb:.1f} MB of graph per "
-                                              f"task within max_memory_mb={max_memory_mb}")
-        return Strategy("grouped", DEFAULT_CHUNK, f"{why}; default chunk of {DEFAULT_CHUNK} tasks")
+                                              f"task, {workers} chunk(s) at once within max_memory_mb="
+                                              f"{max_memory_mb}{side}", workers)
+        return Strategy("grouped", DEFAULT_CHUNK, f"{why}; default chunk of {DEFAULT_CHUNK} tasks{side}", workers)
     if strategy not in ("loop", "vmap"):
         raise ValueError(f"unknown strategy {strategy!r}; use auto, loop, grouped or vmap")
     return Strategy(strategy, None, why)

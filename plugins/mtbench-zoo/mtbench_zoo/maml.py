@@ -162,7 +162,8 @@ class MAML(GradientMetaLearner):
         params = dict(self.model_.named_parameters())
         lr_params = self.lr_parameters()
         inner = self.inner(s["inner_lr"], s["inner_steps"])
-        strategy = Strategy(self.strategy_["name"], self.strategy_["chunk_size"])
+        strategy = Strategy(self.strategy_["name"], self.strategy_["chunk_size"],
+                            workers=self.strategy_.get("workers", 1))
         value, grads = meta_gradient(self.model_, params, tasks, inner, self.first_order, strategy, lr_params)
         weight = self.l2sp_weight()
         penalty = weight * l2_distance(params, self.anchor_) if weight and self.anchor_ else None
