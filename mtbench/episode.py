@@ -72,6 +72,8 @@ class EpisodeSampler:
         self.data, self.n_way, self.k_shot, self.n_query, self.seed = data, n_way, k_shot, n_query, seed
         self.stream = stream
         self._rows = data.class_rows.numpy()
+        self._padded = bool((self._rows < 0).any())  # classes of unequal size: rows padded with -1
+        self._ways = np.arange(n_way)[:, None]
 
     def indices(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Chosen classes [n_way] and the rows of their examples [n_way, k_shot + n_query]."""
@@ -79,9 +81,10 @@ class EpisodeSampler:
         classes = rng.choice(self.data.n_classes, size=self.n_way, replace=False)
         rows = self._rows[classes]
         keys = rng.random(rows.shape)
-        keys[rows < 0] = np.inf  # padding never wins
+        if self._padded:
+            keys[rows < 0] = np.inf  # padding never wins
         order = np.argsort(keys, axis=1)[:, : self.k_shot + self.n_query]
-        return classes, np.take_along_axis(rows, order, axis=1)
+        return classes, rows[self._ways, order]
 
     def __getitem__(self, index: int) -> Episode:
         return self.draw(index)[0]
