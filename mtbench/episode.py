@@ -56,7 +56,10 @@ def episode_rng(seed: int, index: int, n_way: int, k_shot: int, n_query: int, st
     coincide with test episodes (which matters for task families such as sinusoids, where every split
     draws from the same distribution).
     """
-    return np.random.default_rng([seed, index, n_way, k_shot, n_query, stream, 0x6D74])
+    words = (seed, index, n_way, k_shot, n_query, stream, 0x6D74)
+    if all(0 <= w < 2**32 for w in words):  # the same entropy words as the list, without converting it in Python
+        return np.random.default_rng(np.array(words, dtype=np.uint32))
+    return np.random.default_rng(list(words))
 
 
 class EpisodeSampler:

@@ -98,3 +98,14 @@ def test_a_block_of_episodes_is_the_episodes_drawn_one_by_one():
         assert torch.equal(support_y, episode_rows.support_y) and torch.equal(query_y, episode_rows.query_y)
     empty = sampler.indices_many(range(0))
     assert empty[1].shape == (0, 4, 5) and empty[2] == []
+
+
+def test_episode_generators_are_seeded_from_the_coordinates_as_a_list_of_integers():
+    """The fast path (32-bit words as an array) gives numpy's stream for the list of coordinates, so episodes stay
+    those of every earlier result; coordinates of 2**32 and more take the list itself."""
+    import numpy as np
+
+    from mtbench.episode import episode_rng
+    for coords in [(0, 0, 5, 1, 15, 0), (3, 9_999, 20, 1, 15, 2), (2**32 - 1, 2**31, 5, 5, 0, 1), (2**40, 7, 5, 1, 1, 0)]:
+        expected = np.random.default_rng([*coords, 0x6D74])
+        assert np.array_equal(episode_rng(*coords).random(8), expected.random(8))
