@@ -15,9 +15,9 @@ Two paths give the same numbers:
   blocks of episodes are adapted and scored at once, so that what is left per episode is drawing it.
 
 ``adapt_ms`` times what is done per episode (in blocks: the block's time over its episodes): on the
-embed-once path that excludes embedding, whose
-total is ``embed_s`` (``embedded_images`` new ones, ``reused_embeddings`` from an earlier cell of the
-fit); ``adapt_path`` in the timings says which path produced a result.
+embed-once path that excludes embedding, whose total is ``embed_s`` (``embedded_images`` new ones,
+``reused_embeddings`` from an earlier cell of the fit); ``adapt_path`` in the timings says which path
+produced a result.
 """
 from __future__ import annotations
 
