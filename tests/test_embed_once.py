@@ -87,10 +87,13 @@ def test_cells_of_one_fit_share_embeddings_and_a_changed_fit_does_not(plugins, t
     assert third["timings"]["reused_embeddings"] == 0
 
 
-def test_episodes_in_blocks_give_each_episode_its_own_rows_exactly(plugins, tmp_path, monkeypatch):
-    """ProtoNet adapts to blocks of episodes at once: every row (accuracy and NLL) equals the one-episode-at-a-time
-    embed-once path's bit for bit, across block boundaries (blocks of 7 over 25 episodes) and at 5 shots."""
-    ctx, cell, test, alg = fitted_cells(plugins, tmp_path, "protonet", 5)
+@pytest.mark.parametrize("name,params", [("protonet", {}),
+                                         ("meta-baseline", {"backbone": "mlp", "pretrain_steps": 30, "meta_episodes": 10})])
+def test_episodes_in_blocks_give_each_episode_its_own_rows_exactly(plugins, tmp_path, monkeypatch, name, params):
+    """ProtoNet and Meta-Baseline adapt to blocks of episodes at once: every row (accuracy and NLL) equals the
+    one-episode-at-a-time embed-once path's bit for bit, across block boundaries (blocks of 7 over 25 episodes) and
+    at 5 shots."""
+    ctx, cell, test, alg = fitted_cells(plugins, tmp_path, name, 5, **params)
     monkeypatch.setattr(evaluation, "EPISODE_BLOCK", 7)
     forget_embeddings()
     rows, info = evaluate(alg, cell, test, ctx, plugins, ctx.device)

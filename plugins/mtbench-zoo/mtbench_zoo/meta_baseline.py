@@ -18,7 +18,8 @@ import torch.nn.functional as F
 
 from mtbench import Algorithm, FitData, RunContext, Support, fit_loop, hookimpl
 
-from ._common import FrozenEmbedding, HeadPredictor, class_means, episodes_on
+from ._common import (BatchHeadPredictor, FrozenEmbedding, HeadPredictor, class_means, class_means_batch,
+                      episodes_on)
 from .pretraining import PRETRAIN_BUDGETS, pretrained_encoder
 
 
@@ -150,6 +151,15 @@ class MetaBaseline(FrozenEmbedding, Algorithm):
         centroids = class_means(support.x, support.y, support.n_way)
         tau = self.tau_.clone()
         return HeadPredictor(lambda q: cosine_logits(q, centroids, tau))
+
+    def adapts_embedded_in_batches(self) -> bool:
+        return True
+
+    def adapt_embedded_batch(self, support: Support, ctx: RunContext) -> BatchHeadPredictor:
+        """:meth:`adapt_embedded` of E episodes at once: support.x [E, S, D], queries [E, Q, D]."""
+        centroids = class_means_batch(support.x, support.y, support.n_way)
+        tau = self.tau_.clone()
+        return BatchHeadPredictor(lambda q: tau * F.normalize(q, dim=2) @ F.normalize(centroids, dim=2).transpose(1, 2))
 
 
 @hookimpl
