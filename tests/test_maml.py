@@ -136,6 +136,23 @@ def test_grouped_chunks_side_by_side_give_the_same_numbers_and_restore_the_threa
     assert torch.get_num_threads() == threads
 
 
+def test_side_by_side_workers_share_the_threads_and_never_outnumber_the_chunks(monkeypatch):
+    from mtbench_zoo import functional
+    threads = torch.get_num_threads()
+    seen: list[int] = []
+    real = torch.set_num_threads
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: (seen.append(n), real(n))[1])
+    try:
+        real(4)
+        out = functional._side_by_side(lambda c: (c, torch.get_num_threads()), [1, 2, 3], workers=2)
+        assert [c for c, _ in out] == [1, 2, 3] and {n for _, n in out} == {2}  # 2 workers x 2 threads
+        seen.clear()
+        functional._side_by_side(lambda c: c, [1], workers=8)  # one chunk: one worker with all 4 threads
+        assert seen[0] == 4 and seen[-1] == 4
+    finally:
+        real(threads)
+
+
 @pytest.mark.parametrize("strategy", ["loop", "grouped-1", "grouped-3", "grouped", "vmap"])
 @pytest.mark.parametrize("variant", ["maml", "first-order", "anil", "meta-sgd"])
 def test_meta_gradient_by_chunks_equals_the_whole_graph(strategy, variant):

@@ -283,18 +283,21 @@ def meta_gradient(model: nn.Module, params: Params, tasks: list, inner: InnerLoo
 
 
 def _side_by_side(work: Callable, chunks: list, workers: int) -> list:
-    """``[work(c) for c in chunks]`` on ``workers`` threads, each running its operations on one core.
+    """``[work(c) for c in chunks]`` on ``workers`` threads (at most one per chunk), each running its operations on
+    one core, or on an equal share of torch's threads when there are more threads than workers.
 
     On the CPU, one grouped chunk does not keep two cores busy (small convolutions, many small operations),
     while two chunks at once, one per core, do. Only grouped runs here: it reads the model's parameters from
     the dict it is given, never swapping them into the modules, so threads do not interfere. torch's
-    intra-op thread count is process-wide (and OpenMP's is per thread: each worker sets its own): it is set to 1
-    for the step and restored after.
+    intra-op thread count is process-wide (and OpenMP's is per thread: each worker sets its own): it is set to the
+    workers' share for the step and restored after.
     """
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    workers = min(workers, len(chunks))
+    each = max(1, threads // workers)  # more threads than chunks: each worker gets a share of them
+    torch.set_num_threads(each)
     try:
-        with ThreadPoolExecutor(workers, initializer=torch.set_num_threads, initargs=(1,)) as pool:
+        with ThreadPoolExecutor(workers, initializer=torch.set_num_threads, initargs=(each,)) as pool:
             return list(pool.map(work, chunks))
     finally:
         torch.set_num_threads(threads)
