@@ -125,10 +125,9 @@ class EpisodeSampler:
         """Episode ``index`` as row numbers of the split (no image is copied) and the bytes of :meth:`draw`."""
         classes, rows = self.indices(index)
         rows_t = torch.from_numpy(rows)
-        labels = torch.arange(self.n_way)
+        support_y, query_y = self.labels()
         return EpisodeRows(support=rows_t[:, : self.k_shot].reshape(-1), query=rows_t[:, self.k_shot:].reshape(-1),
-                           support_y=labels.repeat_interleave(self.k_shot),
-                           query_y=labels.repeat_interleave(self.n_query),
+                           support_y=support_y, query_y=query_y,
                            classes=tuple(int(c) for c in classes)), classes.tobytes() + rows.tobytes()
 
 
