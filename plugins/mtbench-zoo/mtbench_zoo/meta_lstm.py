@@ -19,9 +19,9 @@ statistics of the batch it sees, the support set at every update and the query s
 training and at test, never running averages (transductive, like MAML's mode here).
 
 Settings (the authors' released configuration, as reproduced by markdtw/meta-learning-lstm-pytorch):
-T = 12 updates on the 1-shot support set, 8 on the 5-shot one, the whole support set as each batch; Adam
-1e-3, gradient-norm clipping 0.25, forget-gate bias drawn in [4, 6] and input-gate bias in [-5, -4] so that
-training starts near gradient descent with a small step. One episode per meta-iteration in the paper; the
+T = 12 updates on the 1-shot support set, 8 on the 5-shot one, the whole support set as each batch; 15 query
+examples per class in training episodes, as at test; Adam 1e-3, gradient-norm clipping 0.25, forget-gate bias
+drawn in [4, 6] and input-gate bias in [-5, -4] so that training starts near gradient descent with a small step. One episode per meta-iteration in the paper; the
 budgets here follow it (``meta_batch`` = 1) and are shorter. The learner is this package's strided Conv-4
 (``conv4-maml``) with the paper's 32 filters. Paper figures exist for miniImageNet only (43.44 ± 0.77 /
 60.60 ± 0.71, 5-way 1/5-shot): the README cites them; the Omniglot rows have no paper column.
@@ -43,6 +43,7 @@ from .meta_learner import AdaptedPredictor, GradientMetaLearner
 
 PREPROCESS_P = 10.0  # Andrychowicz et al. 2016, App. A
 INPUT_GATE_BIAS = -4.5  # the paper's input-gate bias is drawn in [-5, -4]: this is the centre, width 1
+PAPER_TRAIN_QUERY = 15  # query examples per class in the paper's training episodes (its D_test)
 
 
 def preprocess(x: torch.Tensor, p: float = PREPROCESS_P) -> torch.Tensor:
@@ -150,7 +151,7 @@ class MetaLSTM(GradientMetaLearner):
     def __init__(self, backbone: str = "conv4-maml", filters: int = 32, hidden: int = 20,
                  meta_iterations: int = 50_000, meta_batch: int | None = None, updates: int | None = None,
                  test_updates: int | None = None, meta_lr: float = 1e-3, grad_clip: float = 0.25,
-                 train_query: int = 5, bn: str = "transductive", validate_every: int = 250,
+                 train_query: int = PAPER_TRAIN_QUERY, bn: str = "transductive", validate_every: int = 250,
                  val_episodes: int = 100, input_gate_bias: float = INPUT_GATE_BIAS, keep_best: bool = True,
                  meta_lr_schedule: str = "constant") -> None:
         self.backbone = backbone
@@ -225,7 +226,8 @@ class MetaLSTM(GradientMetaLearner):
                                  if self.input_gate_bias != INPUT_GATE_BIAS else []),
                                *([f"meta learning rate {self.meta_lr:g} on a cosine schedule to 0 (paper: "
                                   "constant)"] if self.meta_lr_schedule == "cosine" else []),
-                               f"{self.train_query} query examples per class in training (paper: 15)",
+                               *([f"{self.train_query} query examples per class in training (paper: "
+                                  f"{PAPER_TRAIN_QUERY})"] if self.train_query != PAPER_TRAIN_QUERY else []),
                                f"{self.meta_iterations * s['meta_batch']} episodes of meta-training "
                                f"({self.meta_iterations} meta-iterations of {s['meta_batch']}; paper: 50,000 of 1)"]}
 
