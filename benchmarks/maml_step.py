@@ -8,6 +8,9 @@ order, then first order.
 * reference: a plain loop over the 32 tasks, written here with ``F.conv2d`` and ``F.batch_norm``, that calls
   ``torch.autograd.grad`` on each task's loss and accumulates the meta-gradient, so one task's graph is alive
   at a time;
+* plain: the reference in a process whose allocator mtbench has not set (``MTBENCH_MALLOC=system``), as a
+  per-task-loop library runs; every other line runs with freed memory kept (mtbench/allocator.py), as mtbench's
+  cells do;
 * ``loop``, ``grouped`` at every chunk size (tasks per backward pass), ``grouped-<chunk>x<workers>`` (chunks
   side by side on worker threads of one core each) and, with ``--vmap``, ``vmap``:
   ``mtbench_zoo.functional.meta_gradient``.
@@ -17,7 +20,8 @@ implementation in turn and each keeps its fastest round. Extra peak memory: on C
 peak resident memory (VmHWM) during the first meta-iteration minus the resident memory just before it (the
 network and episodes already built), on CUDA the max allocated during it minus the allocated before.
 float32 error: ``|g32 - g64| / |g64|`` over the whole meta-gradient vector, g64 being the reference loop in
-float64 on the same weights and episodes. ``vs ref`` is reference seconds / strategy seconds (> 1: faster).
+float64 on the same weights and episodes. ``vs ref`` is reference seconds / strategy seconds (> 1: faster),
+``vs plain`` the same against the plain line.
 
     python benchmarks/maml_step.py [--device cpu|cuda] [--threads 1 2] [--repeats 3] [--rounds 3]
                                    [--chunks 1 2 4 8 16 32] [--workers 1 2]
@@ -38,6 +42,7 @@ import time
 import torch
 import torch.nn.functional as F
 
+from mtbench.allocator import keep_freed_memory
 from mtbench.precision import float32_mode, full_float32
 
 from mtbench_zoo.functional import (DEFAULT_CHUNK, InnerLoop, MetaConv4, MetaModel, Strategy, meta_gradient,
@@ -95,8 +100,8 @@ def plugin_meta_gradient(model, tasks, first_order: bool, strategy: Strategy | s
 
 
 def implementation(name: str):
-    """'reference', 'loop', 'vmap' or 'grouped-<chunk>' as a function (model, tasks, first_order) -> grads."""
-    if name == "reference":
+    """'reference', 'plain', 'loop', 'vmap' or 'grouped-<chunk>' as a function (model, tasks, first_order) -> grads."""
+    if name in ("reference", "plain"):
         return reference_meta_gradient
     strategy, _, chunk = name.partition("-")
     chunk, _, workers = chunk.partition("x")  # grouped-4x2: chunks of 4 tasks, 2 worker threads
@@ -142,7 +147,8 @@ def measure(impl: str, setting: str, device: torch.device, repeats: int) -> dict
 
 def child(impl: str, setting: str, device: str, threads: int, repeats: int, tf32: bool = False,
           cudnn: str = "default") -> dict:
-    env_threads = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    env_threads = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
+                   "MTBENCH_MALLOC": "system" if impl == "plain" else "keep"}
     out = subprocess.run([sys.executable, __file__, "--child", impl, setting, "--device", device,
                           "--threads", str(threads), "--repeats", str(repeats), *(["--tf32"] if tf32 else []),
                           "--cudnn", cudnn],
@@ -175,6 +181,7 @@ def main() -> None:
     torch.backends.cudnn.deterministic = args.cudnn == "deterministic"
     torch.backends.cudnn.enabled = args.cudnn != "off"
     if args.child:
+        keep_freed_memory()  # as a cell does; "plain" runs with MTBENCH_MALLOC=system, which leaves it alone
         torch.set_num_threads(args.threads[0])
         print(json.dumps(measure(args.child[0], args.child[1], device, args.repeats)))
         return
@@ -187,9 +194,9 @@ def main() -> None:
         auto = resolve_strategy("auto", device, make_problem(device, meta_batch=1)[0], threads=threads)
         print(f"\nthreads {threads}: auto picks {auto.name}"
               f"{f' (chunk {auto.chunk_size})' if auto.chunk_size else ''}: {auto.reason}")
-        print(f"{'setting':13} {'strategy':11} {'seconds':>8} {'vs ref':>7} {'extra MB':>9} {'vs ref':>7} "
-              f"{'f32 error':>10}")
-        impls = ["reference", "loop", *(g for g in grouped if int(g.partition("x")[2] or 1) <= threads),
+        print(f"{'setting':13} {'strategy':11} {'seconds':>8} {'vs ref':>7} {'vs plain':>8} {'extra MB':>9} "
+              f"{'vs ref':>7} {'f32 error':>10}")
+        impls = ["plain", "reference", "loop", *(g for g in grouped if int(g.partition("x")[2] or 1) <= threads),
                  *(["vmap"] if args.vmap else [])]
         for setting in SETTINGS:
             # Rounds over the implementations in turn, each keeping its fastest round: a slow spell of the
@@ -200,12 +207,12 @@ def main() -> None:
                     r = child(impl, setting, args.device, threads, args.repeats, args.tf32, args.cudnn)
                     if impl not in best or r["seconds"] < best[impl]["seconds"]:
                         best[impl] = r
-            ref = best["reference"]
+            ref, plain = best["reference"], best["plain"]
             for impl in impls:
                 r = best[impl]
                 print(f"{setting:13} {impl:11} {r['seconds']:8.3f} {ref['seconds'] / r['seconds']:7.2f} "
-                      f"{r['extra_mb']:9.0f} {r['extra_mb'] / max(ref['extra_mb'], 1e-9):7.2f} {r['error']:10.1e}",
-                      flush=True)
+                      f"{plain['seconds'] / r['seconds']:8.2f} {r['extra_mb']:9.0f} "
+                      f"{r['extra_mb'] / max(ref['extra_mb'], 1e-9):7.2f} {r['error']:10.1e}", flush=True)
 
 
 if __name__ == "__main__":

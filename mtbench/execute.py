@@ -22,6 +22,7 @@ import torch
 from filelock import FileLock
 
 from .algorithm import Algorithm, FitData
+from .allocator import allocator_mode, keep_freed_memory
 from .context import RunContext
 from .data import DatasetSplits
 from .episode import make_sampler
@@ -113,6 +114,7 @@ class CellRunner:
     def __init__(self, plugins: "Plugins", environment: Environment, reporter: Any = None) -> None:
         self.plugins, self.env, self.reporter = plugins, environment, reporter
         self.device = environment.torch_device
+        keep_freed_memory()  # freed buffers are reused instead of page-faulting at every step (mtbench/allocator.py)
         if self.device.type == "cuda":
             full_float32()  # a GPU row differs from a CPU row by float32 rounding only (mtbench/precision.py)
         self._datasets: dict[str, DatasetSplits] = {}
@@ -245,7 +247,8 @@ class CellRunner:
     def outcome(self, cell: "Cell") -> Outcome:
         """:meth:`execute` with any failure caught as an :class:`Outcome` (Ctrl-C still stops the run)."""
         try:
-            return Outcome(payload=self.execute(cell), worker={"torch_threads": torch.get_num_threads()})
+            return Outcome(payload=self.execute(cell), worker={"torch_threads": torch.get_num_threads(),
+                                                                "malloc": allocator_mode()})
         except Exception as exc:  # one failing cell never stops the others
             return Outcome.failure(exc)
 

@@ -20,7 +20,7 @@ RUN_COLUMNS = ("run_id", "suite", "dataset", "dataset_params", "split", "train_d
                "transductive", "experiment_key", "n_way", "k_shot", "n_query", "protocol", "seed", "device",
                "digest", "metric", "values", "n_episodes", "train_s", "train_steps", "fit_s", "adapt_ms",
                "peak_mb", "code_version", "git_commit", "mtbench_version", "torch_version", "deviations",
-               "validation")
+               "validation", "allocator")
 
 
 def digest(obj: Any, n: int = 12) -> str:
@@ -107,6 +107,8 @@ def run_rows(run: Mapping[str, Any]) -> list[dict[str, Any]]:
         "mtbench_version": env.get("mtbench"), "torch_version": env.get("torch"),
         "deviations": [str(d) for d in (fit_info.get("deviations") or [])],
         "validation": _validation_series(fit_info),
+        # results from before mtbench set the allocator (mtbench/allocator.py) ran with the system's
+        "allocator": "keep" if str((env.get("worker") or {}).get("malloc", "")).startswith("keep") else "system",
     }
     base["experiment_key"] = digest([ident, algorithm, base["plugin"], params, base["budget"], transductive])
     if base["adapt_ms"] is None and "adapt_ms" in episodes:

@@ -230,6 +230,7 @@ def experiment_cells(runs: list[dict], *, suite: Any = None, metric: Metric,
             "backbone": first["backbone"], "budget": first["budget"], "settings": exp_settings[exp_key],
             "params": first["params"], "experiment_key": exp_key, "dataset_key": first["dataset_key"],
             "stale": any(code_versions.get(p, v) != v for p, v in zip(runs_["plugin"], runs_["code_version"])),
+            "allocator": ", ".join(sorted(set(runs_["allocator"]))),
             **_aggregate(runs_, metric.name),
         })
     return ExperimentCells(pd.DataFrame.from_records(cells), table, superseded, exp_labels, data_labels)
@@ -416,9 +417,12 @@ def _wide(frame: pd.DataFrame, scale: float, digits: int) -> pd.DataFrame:
         record["device"] = first["device"]
         if frame["steps_to_val90"].notna().any():
             record["steps to 90% val"] = _num(rows["steps_to_val90"].max(), "{:.0f}")
+        record["allocator"] = ", ".join(sorted(set(", ".join(rows["allocator"]).split(", "))))
         record["stale"] = "stale" if rows["stale"].any() else ""
         records.append(record)
     wide = pd.DataFrame.from_records(records)
+    if wide["allocator"].nunique() < 2:  # shown only when the table mixes them: their times differ
+        wide = wide.drop(columns="allocator")
     if not (wide["stale"] != "").any():
         wide = wide.drop(columns="stale")
     return wide
@@ -467,6 +471,11 @@ def _notes(frame: pd.DataFrame, metric: Metric, superseded: int, friedman: dict 
                      "so each prediction sees the other queries.")
     if frame["stale"].any():
         notes.append("stale: produced by older code than the installed algorithm (its code_version differs).")
+    if frame["allocator"].nunique() > 1:
+        notes.append("allocator: keep = trained with freed memory kept in the process (mtbench/allocator.py), "
+                     "system = with the system allocator's defaults (results from before mtbench set it). Same "
+                     "numbers, but keep avoids a page fault per buffer per step, so its train s is lower on the "
+                     "CPU: compare times within one allocator.")
     if superseded:
         notes.append(f"{superseded} result file(s) superseded by a newer run of the same experiment, cell and seed.")
     if friedman:

@@ -161,6 +161,24 @@ def test_defect9_transductive_flag_backbone_and_cost_on_every_row():
     assert wide.loc["maml", "peak MB"] == "700" and wide.loc["protonet", "peak MB"] == "–"
 
 
+def test_the_allocator_column_appears_only_when_rows_ran_under_different_ones():
+    """Training times under the system allocator and with freed memory kept (mtbench/allocator.py) differ for
+    the same numbers: a table that mixes them says which row is which, and one that does not stays as it was."""
+    def run(algorithm: str, malloc: str | None) -> dict:
+        payload = make_run(algorithm, [0.9, 0.8])
+        if malloc is not None:
+            payload["environment"]["worker"] = {"torch_threads": 2, "malloc": malloc}
+        return payload
+    keep = "keep freed memory (mmap threshold 32 MB, trim threshold 1024 MB)"
+    mixed = board([run("a", keep), run("b", None), run("c", "system")])
+    assert mixed.wide.set_index("experiment")["allocator"].to_dict() == {"a": "keep", "b": "system", "c": "system"}
+    assert any(note.startswith("allocator: keep = trained with freed memory kept") for note in mixed.notes)
+    same = board([run("a", keep), run("b", keep)])
+    assert "allocator" not in same.wide and not any(note.startswith("allocator") for note in same.notes)
+    seeds = board([run("a", keep), {**run("a", None), "spec": {**run("a", None)["spec"], "seed": 1}}, run("b", keep)])
+    assert seeds.wide.set_index("experiment").loc["a", "allocator"] == "keep, system"
+
+
 def test_defect10_paired_tie_and_paired_difference():
     """Overlapping intervals can still differ (paired), and a ranked gap can be a tie."""
     rng = np.random.default_rng(3)

@@ -114,7 +114,12 @@ def test_auto_strategy_by_device_threads_and_memory_and_grouped_needs_a_grouped_
     assert resolve_strategy("grouped", cpu, tiny_model(), chunk_size=5).chunk_size == 5
     mlp = MetaModel(MLP((1,), (8,)), 1)
     assert resolve_strategy("auto", cpu, mlp, threads=2).name == "loop"
-    assert resolve_strategy("auto", torch.device("cuda"), tiny_model()).name == "vmap"
+    cuda = torch.device("cuda")  # resolving needs no GPU
+    on_gpu = resolve_strategy("auto", cuda, tiny_model(), threads=2)
+    assert (on_gpu.name, on_gpu.chunk_size, on_gpu.workers) == ("grouped", None, 1) and "CUDA" in on_gpu.reason
+    assert resolve_strategy("auto", cuda, tiny_model(), chunk_size=8).chunk_size == 8
+    assert resolve_strategy("auto", cuda, tiny_model(), max_memory_mb=200, task_mb=30).chunk_size == 6
+    assert resolve_strategy("auto", cuda, mlp).name == "vmap"
     with pytest.raises(ValueError, match="grouped operations"):
         resolve_strategy("grouped", cpu, mlp)
 
