@@ -23,6 +23,9 @@ The 600-episode ratio has a ceiling set by the data: at 5-way 1-shot with 15 que
 images of which about 25,700 are distinct, so embedding each once saves under half of the convolutions;
 episodes with more images (20-way, or several protocols of one fit) repeat images more often.
 
+Both paths run with freed memory kept, as every cell does (mtbench/allocator.py); ``MTBENCH_MALLOC=system``
+measures them with the allocator's defaults.
+
     MTBENCH_DATA=/path/to/datasets python benchmarks/eval_embed.py [--threads 2] [--train-episodes 300]
 """
 from __future__ import annotations
@@ -36,6 +39,7 @@ from pathlib import Path
 import torch
 
 from mtbench import FitData, RunContext
+from mtbench.allocator import keep_freed_memory
 from mtbench.evaluation import evaluate, forget_embeddings
 from mtbench.plugins import load_plugins
 from mtbench.runner import plan_cells
@@ -64,6 +68,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--suite", action="store_true", help="also time the suite's three protocols on this fit")
     args = parser.parse_args()
+    malloc = keep_freed_memory()  # as every cell runs (mtbench/allocator.py); MTBENCH_MALLOC=system: the defaults
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     data_dir = Path(os.environ.get("MTBENCH_DATA", Path(__file__).resolve().parents[2] / "shared" / "datasets"))
@@ -108,7 +113,7 @@ def main() -> None:
     summary = {
         "setting": f"omniglot vinyals test split ({len(test.labels)} images), 5-way 1-shot 15-query, protonet conv4 "
                    f"({args.train_episodes} training episodes, fit {fit_s:.1f} s), {args.threads} threads, {device}, "
-                   f"best of {args.repeats}",
+                   f"best of {args.repeats}; allocator: {malloc}",
         "per_episode_s": round(per_episode_s, 2), "embed_once_s": round(once_s, 2),
         "embed_once_many_s": round(many_s, 2), "episodes": args.episodes, "many": args.many,
         "speedup_at_episodes": round(per_episode_s / once_s, 2), "many_over_episodes": round(many_s / once_s, 2),
