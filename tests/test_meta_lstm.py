@@ -15,6 +15,12 @@ from mtbench_zoo.meta_lstm import MetaLearnerLSTM, MetaLSTM, learn, preprocess
 from test_maml import synthetic_fit_data, tiny_tasks
 
 
+def small_lstm(**settings) -> MetaLSTM:
+    """A MetaLSTM small enough for the synthetic data, which has 6 examples per class: 3 training queries
+    (the paper's 15 would not fit), 4 filters and no validation unless asked."""
+    return MetaLSTM(**{"train_query": 3, "validate_every": 0, "filters": 4, **settings})
+
+
 def tiny_learner() -> MetaModel:
     torch.manual_seed(0)
     return MetaModel(MetaConv4((1, 8, 8), hidden=4), 3).double()
@@ -66,7 +72,7 @@ def test_the_meta_learner_is_fitted_state_and_survives_a_round_trip():
     plugins = load_plugins()
     ctx = RunContext(torch.device("cpu"), plugins=plugins)
     data = synthetic_fit_data()
-    alg = MetaLSTM(train_query=3, meta_iterations=3, meta_batch=2, validate_every=0, filters=4, updates=2)
+    alg = small_lstm(meta_iterations=3, meta_batch=2, updates=2)
     torch.manual_seed(0)
     alg.fit(data, ctx)
     info = alg.fit_info_
@@ -82,7 +88,7 @@ def test_the_meta_learner_is_fitted_state_and_survives_a_round_trip():
     assert torch.equal(a, b)
 
 
-@parametrize_with_checks([MetaLSTM(train_query=3, meta_iterations=5, meta_batch=2, validate_every=0, filters=8, updates=3)])
+@parametrize_with_checks([small_lstm(meta_iterations=5, meta_batch=2, filters=8, updates=3)])
 def test_conformance(algorithm, check):
     check(algorithm)
 
@@ -94,8 +100,8 @@ def test_input_gate_bias_sets_the_first_step_and_a_departure_from_the_paper_is_r
     plugins = load_plugins()
     ctx = RunContext(torch.device("cpu"), plugins=plugins)
     data = synthetic_fit_data()
-    paper = MetaLSTM(train_query=3, meta_iterations=1, validate_every=0, filters=4, updates=1).fit(data, ctx).fit_info_
-    moved = MetaLSTM(train_query=3, meta_iterations=1, validate_every=0, filters=4, updates=1, input_gate_bias=-2.0).fit(data, ctx)
+    paper = small_lstm(meta_iterations=1, updates=1).fit(data, ctx).fit_info_
+    moved = small_lstm(meta_iterations=1, updates=1, input_gate_bias=-2.0).fit(data, ctx)
     assert not any("input-gate" in d for d in paper["deviations"]) and paper["input_gate_bias_init"] == [-5.0, -4.0]
     assert any("input-gate bias drawn in [-2.5, -1.5]" in d for d in moved.fit_info_["deviations"])
     assert -2.5 <= float(moved.meta_.cell.b_input) <= -1.5 + 1e-2  # one Adam step of 1e-3 at most
@@ -115,7 +121,7 @@ def test_keep_best_restores_the_learner_and_meta_learner_of_the_best_validation(
 
         monkeypatch.setattr(GradientMetaLearner, "validation_score", scripted)
         torch.manual_seed(0)
-        alg = MetaLSTM(train_query=3, meta_iterations=5, meta_batch=1, validate_every=1, filters=4, updates=2, keep_best=keep_best)
+        alg = small_lstm(meta_iterations=5, meta_batch=1, validate_every=1, updates=2, keep_best=keep_best)
         alg.fit(synthetic_fit_data(), RunContext(torch.device("cpu"), plugins=load_plugins()))
         state = {**{f"model.{k}": v for k, v in alg.model_.state_dict().items()},
                  **{f"meta.{k}": v for k, v in alg.meta_.state_dict().items()}}
@@ -133,7 +139,7 @@ def test_keep_best_restores_the_learner_and_meta_learner_of_the_best_validation(
 def test_meta_lr_schedule_cosine_decays_to_zero_and_is_recorded():
     data = synthetic_fit_data()
     ctx = RunContext(torch.device("cpu"), plugins=load_plugins())
-    alg = MetaLSTM(train_query=3, meta_iterations=4, meta_batch=1, validate_every=0, filters=4, updates=1, meta_lr_schedule="cosine")
+    alg = small_lstm(meta_iterations=4, meta_batch=1, updates=1, meta_lr_schedule="cosine")
     opt = alg.meta_optimizer()([{"params": [torch.zeros(1, requires_grad=True)]}])
     schedule = alg.meta_schedule()(opt, 4)
     rates = []
@@ -153,7 +159,7 @@ def test_a_meta_batch_above_one_averages_its_tasks_and_the_episode_count_is_reco
     data = synthetic_fit_data()
     ctx = RunContext(torch.device("cpu"), plugins=load_plugins())
     torch.manual_seed(0)
-    alg = MetaLSTM(train_query=3, meta_iterations=2, meta_batch=2, validate_every=0, filters=4, updates=2, grad_clip=1e9)
+    alg = small_lstm(meta_iterations=2, meta_batch=2, updates=2, grad_clip=1e9)
     info = alg.fit(data, ctx).fit_info_
     assert any("4 episodes of meta-training (2 meta-iterations of 2" in d for d in info["deviations"])
     assert any("meta-batch of 2 episodes (paper: 1)" in d for d in info["deviations"])
@@ -179,5 +185,5 @@ def test_training_queries_default_to_the_papers_and_only_a_departure_is_recorded
     paper.settings_ = paper.settings(data.target.n_way)
     assert not any("query examples" in d for d in paper.fit_facts()["deviations"])
     ctx = RunContext(torch.device("cpu"), plugins=load_plugins())
-    fewer = MetaLSTM(train_query=5, meta_iterations=1, validate_every=0, filters=4, updates=1).fit(data, ctx)
+    fewer = small_lstm(train_query=5, meta_iterations=1, updates=1).fit(data, ctx)
     assert "5 query examples per class in training (paper: 15)" in fewer.fit_info_["deviations"]

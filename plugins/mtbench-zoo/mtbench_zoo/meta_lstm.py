@@ -21,8 +21,9 @@ training and at test, never running averages (transductive, like MAML's mode her
 Settings (the authors' released configuration, as reproduced by markdtw/meta-learning-lstm-pytorch):
 T = 12 updates on the 1-shot support set, 8 on the 5-shot one, the whole support set as each batch; 15 query
 examples per class in training episodes, as at test; Adam 1e-3, gradient-norm clipping 0.25, forget-gate bias
-drawn in [4, 6] and input-gate bias in [-5, -4] so that training starts near gradient descent with a small step. One episode per meta-iteration in the paper; the
-budgets here follow it (``meta_batch`` = 1) and are shorter. The learner is this package's strided Conv-4
+drawn in [4, 6] and input-gate bias in [-5, -4] so that training starts near gradient descent with a small
+step. One episode per meta-iteration in the paper; the budgets here follow it (``meta_batch`` = 1) and are
+shorter. The learner is this package's strided Conv-4
 (``conv4-maml``) with the paper's 32 filters. Paper figures exist for miniImageNet only (43.44 ± 0.77 /
 60.60 ± 0.71, 5-way 1/5-shot): the README cites them; the Omniglot rows have no paper column.
 """
@@ -219,7 +220,8 @@ class MetaLSTM(GradientMetaLearner):
                 "meta_learner": f"2-layer coordinate-wise LSTM, {self.hidden} units in the first layer",
                 "gradient_clip": self.grad_clip, "second_derivatives": "none through the gradient and loss inputs",
                 "input_gate_bias_init": [self.input_gate_bias - 0.5, self.input_gate_bias + 0.5],
-                "deviations": [*([f"meta-batch of {s['meta_batch']} episodes (paper: 1)"] if s["meta_batch"] != 1 else []),
+                "deviations": [*([f"meta-batch of {s['meta_batch']} episodes (paper: 1)"]
+                                 if s["meta_batch"] != 1 else []),
                                *([f"input-gate bias drawn in [{self.input_gate_bias - 0.5:g}, "
                                   f"{self.input_gate_bias + 0.5:g}] (paper: [-5, -4]; a first step of "
                                   f"about {torch.sigmoid(torch.tensor(self.input_gate_bias)).item():.2g} x gradient)"]
