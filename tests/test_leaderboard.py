@@ -173,6 +173,9 @@ def test_the_allocator_column_appears_only_when_rows_ran_under_different_ones():
     mixed = board([run("a", keep), run("b", None), run("c", "system")])
     assert mixed.wide.set_index("experiment")["allocator"].to_dict() == {"a": "keep", "b": "system", "c": "system"}
     assert any(note.startswith("allocator: keep = trained with freed memory kept") for note in mixed.notes)
+    from mtbench.renderers import html_report, markdown, terminal
+    assert "| device | allocator |" in markdown.render(mixed) and "(keep allocator)" in terminal.render(mixed)
+    assert ">allocator</th>" in html_report.render(mixed)
     same = board([run("a", keep), run("b", keep)])
     assert "allocator" not in same.wide and not any(note.startswith("allocator") for note in same.notes)
     seeds = board([run("a", keep), {**run("a", None), "spec": {**run("a", None)["spec"], "seed": 1}}, run("b", keep)])

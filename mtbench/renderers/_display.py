@@ -106,7 +106,7 @@ def paper_text(lb: Any, cell: pd.Series | None) -> str:
 
 
 COST = ("budget", "backbone", "transductive", "train steps", "train s", "adapt ms", "peak MB", "device",
-        "steps to 90% val", "stale")
+        "allocator", "steps to 90% val", "stale")
 
 
 def cost(row: Row) -> dict[str, str]:

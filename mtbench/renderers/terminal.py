@@ -89,6 +89,8 @@ def costs(rows: list[d.Row]) -> Any:
         setup += ["transductive"] if c.get("transductive") == "yes" else []
         setup += ["stale"] if c.get("stale", d.DASH) != d.DASH else []
         training = f"{c.get('train steps', d.DASH)} steps, {c.get('train s', d.DASH)} s"
+        if c.get("allocator", d.DASH) != d.DASH:  # shown only when rows differ in it: times are not comparable
+            training += f" ({c['allocator']} allocator)"
         if c.get("steps to 90% val", d.DASH) != d.DASH:
             training += f"; 90% val at {c['steps to 90% val']}"
         table.add_row(Text(r.experiment), Text(", ".join(x for x in setup if x)), Text(training),
